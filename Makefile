@@ -1,0 +1,62 @@
+# tokenlog — every entry point. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; done)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt 2>/dev/null | sha1sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: help setup run test lint typecheck kafka-up kafka-down kafka-status kafka-logs topics lock clean
+
+help: ## list the targets
+	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -n "$(PYTHON)" || { echo "error: Python 3.11+ is required (python3.11 or newer on PATH)"; exit 1; }
+	@rm -f $(VENV)/.installed-*
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $@
+
+setup: $(STAMP) ## create .venv and install the project with its pinned dependencies
+
+run: setup ## start the local broker (unless KAFKA_BOOTSTRAP_SERVERS is set), topics and every service; Ctrl-C stops all
+	$(BIN)/python -m infra.run
+
+test: setup ## run the whole suite against a real broker the test session starts (or KAFKA_BOOTSTRAP_SERVERS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup ## ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup ## mypy --strict
+	$(BIN)/mypy
+
+kafka-up: setup ## start the local broker in the background and provision topics
+	$(BIN)/python -m infra.broker start
+	$(BIN)/python -m infra.topics ensure
+
+kafka-down: setup ## stop the local broker (by PID: SIGTERM, then SIGKILL)
+	$(BIN)/python -m infra.broker stop
+
+kafka-status: setup ## is the local broker running and answering?
+	$(BIN)/python -m infra.broker status
+
+kafka-logs: setup ## tail the local broker's log
+	$(BIN)/python -m infra.broker logs
+
+topics: setup ## list the topics on the broker with their partitions and configs
+	$(BIN)/python -m infra.topics list
+
+lock: ## re-resolve dependencies within pyproject's ranges and write constraints.txt
+	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
+	.lockvenv/bin/python -m pip install --quiet --disable-pip-version-check '.[dev]'
+	.lockvenv/bin/python -m pip freeze --exclude tokenlog > constraints.txt
+	rm -rf .lockvenv
+
+clean: ## remove the virtualenv and caches (keeps the broker's data in .local/kafka)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

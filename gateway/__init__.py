@@ -1,0 +1,1 @@
+"""The FastAPI gateway: prompts in, WebSocket and SSE streams out, resumable by cursor."""

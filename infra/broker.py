@@ -1,0 +1,453 @@
+"""A real Apache Kafka 4.x broker (KRaft, combined broker+controller) started from Maven jars.
+
+Usage::
+
+    python -m infra.broker start|stop|status|logs|classpath|version
+
+Steps of ``start``:
+
+1. Resolve the broker's runtime classpath with Maven from ``infra/kafka/pom.xml`` (the Kafka
+   version is pinned there). Jars live in Maven's local repository; the classpath is cached in
+   ``.local/cache/`` keyed by the pom's hash, so a warm start does not run Maven at all.
+2. Write ``server.properties`` for a single node on 127.0.0.1 (settings tuned for one node:
+   replication factor 1 for internal topics, no initial rebalance delay).
+3. Format the storage with Kafka's own ``StorageTool`` once; the data directory survives
+   restarts, so a restarted broker keeps its log.
+4. Start ``kafka.Kafka`` in its own session (PID file in the broker home) and wait until it
+   answers a metadata request from an admin client, not just a TCP connect.
+
+``stop`` sends SIGTERM (a controlled shutdown), then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.errors import BrokerError, BrokerUnreachableError
+from infra.process import ManagedProcess, read_pid, tail
+from infra.settings import REPO_ROOT, BrokerSettings, InfraSettings
+
+KAFKA_DIR = REPO_ROOT / "infra" / "kafka"
+POM = KAFKA_DIR / "pom.xml"
+LOG4J2 = KAFKA_DIR / "log4j2.xml"
+CACHE_DIR = Path(os.environ.get("TOKENLOG_CACHE_DIR", REPO_ROOT / ".local" / "cache"))
+MAIN_CLASS = "kafka.Kafka"
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, base64url without padding (22 chars), never
+    starting with ``-`` (StorageTool would read it as an option)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
+def server_properties(settings: BrokerSettings, data_dir: Path, node_id: int = 1) -> dict[str, str]:
+    """``server.properties`` of a combined broker+controller node on loopback."""
+    return {
+        "process.roles": "broker,controller",
+        "node.id": str(node_id),
+        "controller.quorum.voters": f"{node_id}@127.0.0.1:{settings.controller_port}",
+        "listeners": (
+            f"PLAINTEXT://127.0.0.1:{settings.port},CONTROLLER://127.0.0.1:{settings.controller_port}"
+        ),
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{settings.port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(data_dir),
+        "auto.create.topics.enable": str(settings.auto_create_topics).lower(),
+        "num.partitions": "1",
+        # One node: every internal topic with one replica, or groups and transactions hang.
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "10",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "10",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "default.replication.factor": "1",
+        "min.insync.replicas": "1",
+        # Tests and demos join groups constantly: no 3 s wait for more members.
+        "group.initial.rebalance.delay.ms": "0",
+        # The cleaner's dedupe buffer defaults to 128 MiB on heap; compaction of small
+        # changelogs needs far less.
+        "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
+        "log.cleaner.threads": "1",
+        "num.network.threads": "2",
+        "num.io.threads": "4",
+        "num.recovery.threads.per.data.dir": "1",
+        "log.segment.bytes": str(256 * 1024 * 1024),
+        "log.retention.check.interval.ms": "60000",
+        "delete.topic.enable": "true",
+    }
+
+
+def render_properties(props: Mapping[str, str]) -> str:
+    return "".join(f"{key}={value}\n" for key, value in props.items())
+
+
+def jvm_flags(settings: BrokerSettings, cds_archive: Path | None, dump_archive: bool) -> list[str]:
+    """Small-box JVM flags: serial GC, C1 only, bounded heap, class-data sharing."""
+    heap_mb = _megabytes(settings.heap)
+    flags = [
+        f"-Xms{max(64, heap_mb // 2)}m",
+        f"-Xmx{heap_mb}m",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
+        "-XX:+ExitOnOutOfMemoryError",
+        "-Xlog:cds=error,cds+dynamic=error",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={LOG4J2}",
+        f"-Dkafka.logs.dir={settings.home / 'logs'}",
+    ]
+    if cds_archive is not None:
+        if dump_archive:
+            flags.append(f"-XX:ArchiveClassesAtExit={cds_archive}")
+        else:
+            flags += [f"-XX:SharedArchiveFile={cds_archive}", "-Xshare:auto"]
+    return flags
+
+
+def _megabytes(heap: str) -> int:
+    heap = heap.strip().lower()
+    if heap.endswith("g"):
+        return int(heap[:-1]) * 1024
+    if heap.endswith("m"):
+        return int(heap[:-1])
+    raise ValueError(f"heap must look like 512m or 1g, got {heap!r}")
+
+
+# --------------------------------------------------------------------------- classpath
+
+
+def pom_digest() -> str:
+    return hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
+
+
+def classpath(refresh: bool = False) -> str:
+    """The broker's runtime classpath, resolved by Maven once per pom version."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    cached = CACHE_DIR / f"kafka-classpath-{pom_digest()}.txt"
+    if not refresh and cached.exists():
+        cp = cached.read_text().strip()
+        if cp and all(Path(jar).exists() for jar in cp.split(os.pathsep)):
+            return cp
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerError("Maven (mvn) is not on PATH: it resolves the Kafka jars")
+    tmp = cached.with_suffix(".tmp")
+    cmd = [
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(POM),
+        "dependency:build-classpath",
+        f"-Dmdep.outputFile={tmp}",
+        "-Dmdep.includeScope=runtime",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+    if proc.returncode != 0 or not tmp.exists():
+        raise BrokerError(
+            "Maven could not resolve the Kafka jars",
+            log_tail=(proc.stdout + proc.stderr)[-4000:],
+        )
+    tmp.replace(cached)
+    return cached.read_text().strip()
+
+
+def kafka_version(cp: str | None = None) -> str:
+    """The Kafka version on the classpath (from the kafka-clients jar name)."""
+    for jar in (cp or classpath()).split(os.pathsep):
+        name = Path(jar).name
+        if name.startswith("kafka-clients-") and name.endswith(".jar"):
+            return name[len("kafka-clients-") : -len(".jar")]
+    raise BrokerError("kafka-clients is not on the resolved classpath")
+
+
+# --------------------------------------------------------------------------- the broker
+
+
+async def _answers_metadata(bootstrap: str, timeout_s: float) -> dict[str, object]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000) + 1000)
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        cluster: dict[str, object] = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
+    finally:
+        await asyncio.wait_for(admin.close(), 5)
+    if not cluster.get("brokers"):
+        raise BrokerUnreachableError("metadata answered with no brokers yet")
+    return cluster
+
+
+def wait_for_metadata(
+    bootstrap: str, timeout_s: float, alive: ManagedProcess | None = None, log: Path | None = None
+) -> dict[str, object]:
+    """Block until ``bootstrap`` answers a metadata request (admin client describe_cluster)."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # refused connects are expected here
+    deadline = time.monotonic() + timeout_s
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        if alive is not None and not alive.running():
+            raise BrokerError(
+                f"the broker exited during start-up (exit code {alive.exit_code()})",
+                log_tail=_log_tail(log),
+            )
+        try:
+            return asyncio.run(_answers_metadata(bootstrap, 2.0))
+        except Exception as exc:  # noqa: BLE001 - any failure here means "not ready yet"
+            last = exc
+            time.sleep(0.2)
+    raise BrokerUnreachableError(
+        f"no metadata answer from {bootstrap} after {timeout_s:.0f}s (last error: {last!r})",
+        log_tail=_log_tail(log),
+    )
+
+
+def _log_tail(log: Path | None) -> str:
+    if log is None:
+        return ""
+    server_log = log.parent / "server.log"
+    return f"{tail(log, 20)}\n--- server.log ---\n{tail(server_log, 60)}"
+
+
+@dataclass
+class LocalBroker:
+    """The single-node broker living in ``settings.home``."""
+
+    settings: BrokerSettings
+    _proc: ManagedProcess | None = None
+    """The process this object started (kept so it is reaped when it stops)."""
+
+    @property
+    def home(self) -> Path:
+        return self.settings.home
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def stdout_log(self) -> Path:
+        return self.home / "logs" / "kafka.out"
+
+    @property
+    def server_log(self) -> Path:
+        return self.home / "logs" / "server.log"
+
+    @property
+    def properties_path(self) -> Path:
+        return self.home / "server.properties"
+
+    @property
+    def bootstrap(self) -> str:
+        return self.settings.bootstrap
+
+    def _process(self, argv: list[str] | None = None) -> ManagedProcess:
+        return ManagedProcess(
+            name=f"kafka broker {self.bootstrap}",
+            argv=argv or [],
+            log_path=self.stdout_log,
+            pid_path=self.home / "kafka.pid",
+            marker=str(self.properties_path),
+            cwd=self.home,
+        )
+
+    def pid(self) -> int | None:
+        return read_pid(self.home / "kafka.pid", str(self.properties_path))
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    def cluster_id(self) -> str:
+        path = self.home / "cluster.id"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(new_cluster_id() + "\n")
+        return path.read_text().strip()
+
+    def _cds(self, cp: str) -> tuple[Path, bool]:
+        """The class-data archive to use, or (when there is none yet) a private file to dump
+        one into at exit; ``stop`` publishes it under the shared name once the JVM is gone,
+        so no broker ever maps a half-written archive."""
+        digest = hashlib.sha256((cp + sys_java_version()).encode()).hexdigest()[:16]
+        archive = CACHE_DIR / f"kafka-{digest}.jsa"
+        pending = self.home / "cds-pending"
+        if archive.exists():
+            pending.unlink(missing_ok=True)
+            return archive, False
+        private = self.home / f"kafka-{digest}.jsa.{uuid.uuid4().hex[:8]}"
+        pending.write_text(f"{private}\n{archive}\n")
+        return private, True
+
+    def _publish_cds(self) -> None:
+        pending = self.home / "cds-pending"
+        try:
+            private, archive = pending.read_text().split()
+        except (FileNotFoundError, ValueError):
+            return
+        pending.unlink(missing_ok=True)
+        if Path(private).exists() and not Path(archive).exists():
+            Path(private).replace(archive)
+        else:
+            Path(private).unlink(missing_ok=True)
+
+    def format_storage(self, cp: str) -> None:
+        """Format the data directory with Kafka's StorageTool (idempotent)."""
+        if (self.data_dir / "meta.properties").exists():
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            _java(),
+            *jvm_flags(self.settings, None, False),
+            "-cp",
+            cp,
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            self.cluster_id(),
+            "-c",
+            str(self.properties_path),
+            "--ignore-formatted",
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+        if proc.returncode != 0:
+            raise BrokerError("StorageTool format failed", log_tail=(proc.stdout + proc.stderr)[-4000:])
+
+    def start(self, wait: bool = True) -> float:
+        """Start the broker (no-op if it already runs); return seconds until it answered."""
+        began = time.monotonic()
+        if self.running():
+            if wait:
+                wait_for_metadata(self.bootstrap, self.settings.start_timeout_s)
+            return time.monotonic() - began
+        cp = classpath()
+        for sub in ("logs", "data"):
+            (self.home / sub).mkdir(parents=True, exist_ok=True)
+        self.properties_path.write_text(render_properties(server_properties(self.settings, self.data_dir)))
+        self.format_storage(cp)
+        archive, dump = self._cds(cp)
+        argv = [
+            _java(),
+            *jvm_flags(self.settings, archive, dump),
+            "-cp",
+            cp,
+            MAIN_CLASS,
+            str(self.properties_path),
+        ]
+        proc = self._process(argv)
+        proc.start()
+        self._proc = proc
+        if wait:
+            try:
+                wait_for_metadata(
+                    self.bootstrap, self.settings.start_timeout_s, alive=proc, log=self.stdout_log
+                )
+            except BaseException:
+                proc.stop(grace_s=5)
+                self._proc = None
+                raise
+        return time.monotonic() - began
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        (self._proc or self._process()).stop(grace_s=grace_s)
+        self._proc = None
+        self._publish_cds()
+
+    def kill(self) -> None:
+        """SIGKILL (for failure tests); the log stays, the next start recovers it."""
+        (self._proc or self._process()).kill()
+        self._proc = None
+
+
+def sys_java_version() -> str:
+    proc = subprocess.run([_java(), "-version"], capture_output=True, text=True, check=False)  # noqa: S603
+    return proc.stderr.strip()
+
+
+def _java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").exists():
+        return str(Path(home) / "bin" / "java")
+    java = shutil.which("java")
+    if java is None:
+        raise BrokerError("java is not on PATH (Java 17+ runs the broker)")
+    return java
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.broker", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["start", "stop", "status", "logs", "classpath", "version"])
+    parser.add_argument("-n", "--lines", type=int, default=80, help="lines for `logs`")
+    args = parser.parse_args(argv)
+    settings = InfraSettings.from_env()
+    broker = LocalBroker(settings.broker)
+
+    if settings.uses_external_cluster and args.command in ("start", "stop"):
+        print(
+            f"KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap_servers}: using that cluster, "
+            "no local broker is started or stopped"
+        )
+        if args.command == "start":
+            wait_for_metadata(settings.bootstrap, settings.broker.start_timeout_s)
+        return 0
+    try:
+        if args.command == "start":
+            was_running = broker.running()
+            took = broker.start()
+            state = "already running" if was_running else f"ready in {took:.1f}s"
+            print(
+                f"kafka {kafka_version()} {state} at {broker.bootstrap} "
+                f"(PID {broker.pid()}, data {broker.data_dir})"
+            )
+        elif args.command == "stop":
+            pid = broker.pid()
+            broker.stop()
+            print(f"kafka stopped (was PID {pid})" if pid else "kafka was not running")
+        elif args.command == "status":
+            pid = broker.pid()
+            if pid is None:
+                print(f"kafka not running (home {broker.home})")
+                return 3
+            cluster = wait_for_metadata(broker.bootstrap, 10)
+            print(
+                f"kafka {kafka_version()} running at {broker.bootstrap} (PID {pid}, "
+                f"cluster {cluster.get('cluster_id')}, data {broker.data_dir})"
+            )
+        elif args.command == "logs":
+            print(tail(broker.server_log, args.lines))
+        elif args.command == "classpath":
+            print(classpath(refresh=True))
+        elif args.command == "version":
+            print(kafka_version())
+    except BrokerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""Settings for the infra processes, read once from the environment.
+
+Every value has a prefixed variable (``TOKENLOG_...``); ``KAFKA_BOOTSTRAP_SERVERS`` keeps the
+name every Kafka user knows. When it is set, no local broker is started.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSettings:
+    """Partitioning and retention of the pipeline's topics (one place for all of them)."""
+
+    partitions: int = 12
+    """Partition count of ``conversation.prompts`` and ``conversation.tokens`` (co-partitioned)."""
+    replication_factor: int = 1
+    """Replication factor of every topic the project creates."""
+    min_insync_replicas: int = 1
+    """``min.insync.replicas`` of every topic; with ``acks=all`` a write needs this many copies."""
+    prompts_retention_ms: int = 365 * DAY_MS
+    """Retention of ``conversation.prompts`` (commands; the audit trail of what users asked)."""
+    tokens_retention_ms: int = 365 * DAY_MS
+    """Retention of ``conversation.tokens`` (events; what users were shown)."""
+    deadletter_retention_ms: int = 30 * DAY_MS
+    """Retention of ``conversation.deadletter`` (records no consumer could decode)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> TopicSettings:
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(
+            partitions=_int(env, "TOKENLOG_TOPIC_PARTITIONS", d.partitions),
+            replication_factor=_int(env, "TOKENLOG_TOPIC_REPLICATION_FACTOR", d.replication_factor),
+            min_insync_replicas=_int(env, "TOKENLOG_TOPIC_MIN_INSYNC_REPLICAS", d.min_insync_replicas),
+            prompts_retention_ms=_int(env, "TOKENLOG_PROMPTS_RETENTION_MS", d.prompts_retention_ms),
+            tokens_retention_ms=_int(env, "TOKENLOG_TOKENS_RETENTION_MS", d.tokens_retention_ms),
+            deadletter_retention_ms=_int(env, "TOKENLOG_DEADLETTER_RETENTION_MS", d.deadletter_retention_ms),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    """Where and how the local single-node KRaft broker runs."""
+
+    home: Path = REPO_ROOT / ".local" / "kafka"
+    """Broker home: ``data/`` (the log, kept across restarts), ``logs/``, ``server.properties``, pid."""
+    port: int = 19092
+    """Client listener on 127.0.0.1."""
+    controller_port: int = 19093
+    """KRaft controller listener on 127.0.0.1 (cannot be 0)."""
+    heap: str = "512m"
+    """Maximum JVM heap (``-Xmx``); the initial heap is half of it."""
+    start_timeout_s: float = 120.0
+    """How long ``start`` waits for the broker to answer a metadata request."""
+    auto_create_topics: bool = False
+    """Off by default: a misspelt topic name fails instead of silently creating a topic."""
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BrokerSettings:
+        env = os.environ if env is None else env
+        d = cls()
+        home = env.get("TOKENLOG_KAFKA_HOME")
+        return cls(
+            home=Path(home).resolve() if home else d.home,
+            port=_int(env, "TOKENLOG_KAFKA_PORT", d.port),
+            controller_port=_int(env, "TOKENLOG_KAFKA_CONTROLLER_PORT", d.controller_port),
+            heap=env.get("TOKENLOG_KAFKA_HEAP", d.heap),
+            start_timeout_s=float(env.get("TOKENLOG_KAFKA_START_TIMEOUT_S", d.start_timeout_s)),
+            auto_create_topics=env.get("TOKENLOG_KAFKA_AUTO_CREATE_TOPICS", "false").lower() == "true",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InfraSettings:
+    """Everything ``make run`` / ``make kafka-up`` / provisioning read from the environment."""
+
+    bootstrap_servers: str | None = None
+    """An existing cluster (``KAFKA_BOOTSTRAP_SERVERS``); when set, no local broker is started."""
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+    topics: TopicSettings = field(default_factory=TopicSettings)
+
+    @property
+    def uses_external_cluster(self) -> bool:
+        return bool(self.bootstrap_servers)
+
+    @property
+    def bootstrap(self) -> str:
+        return self.bootstrap_servers or self.broker.bootstrap
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> InfraSettings:
+        env = os.environ if env is None else env
+        return cls(
+            bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+            broker=BrokerSettings.from_env(env),
+            topics=TopicSettings.from_env(env),
+        )

@@ -1,0 +1,224 @@
+"""The pipeline's topics, declared in one place, and their idempotent provisioning.
+
+Usage::
+
+    python -m infra.topics ensure     # create what is missing, align configs, refuse mismatches
+    python -m infra.topics list       # what exists, with partitions and the managed configs
+
+Every topic is keyed by ``conversation_id``. ``conversation.prompts`` and
+``conversation.tokens`` have the same partition count (co-partitioned), so one
+conversation's commands and events live in partitions with the same number. A topic that
+already exists with a different partition count is never changed: adding partitions would
+move conversations to other partitions and break every stored cursor, so provisioning stops
+with ``TopicMismatchError`` instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from infra.errors import InfraError, TopicMismatchError
+from infra.settings import InfraSettings, TopicSettings
+
+PROMPTS_TOPIC = "conversation.prompts"
+"""Commands: PromptSubmitted, CancelRequested. Keyed by conversation_id."""
+TOKENS_TOPIC = "conversation.tokens"
+"""Events: ResponseStarted, TokenDelta, ResponseCompleted/Failed/Cancelled. Keyed by conversation_id."""
+DEADLETTER_TOPIC = "conversation.deadletter"
+"""Records a consumer could not decode, with their origin (topic, partition, offset) in headers."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """What a topic must look like."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    configs: Mapping[str, str] = field(default_factory=dict)
+    """Topic-level configs the project manages; others are left to the cluster's defaults."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicState:
+    """What a topic looks like on the cluster."""
+
+    name: str
+    partitions: int
+    configs: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What ``ensure`` will do: create missing topics, align drifted configs."""
+
+    create: tuple[TopicSpec, ...]
+    align: tuple[TopicSpec, ...]
+    unchanged: tuple[str, ...]
+
+
+def topic_specs(settings: TopicSettings) -> tuple[TopicSpec, ...]:
+    """Every topic the pipeline needs. Faust's changelog topics are declared by Faust itself."""
+
+    def common(retention_ms: int) -> dict[str, str]:
+        return {
+            "cleanup.policy": "delete",
+            "retention.ms": str(retention_ms),
+            "min.insync.replicas": str(settings.min_insync_replicas),
+        }
+
+    return (
+        TopicSpec(
+            PROMPTS_TOPIC,
+            settings.partitions,
+            settings.replication_factor,
+            common(settings.prompts_retention_ms),
+        ),
+        TopicSpec(
+            TOKENS_TOPIC,
+            settings.partitions,
+            settings.replication_factor,
+            common(settings.tokens_retention_ms),
+        ),
+        TopicSpec(
+            DEADLETTER_TOPIC,
+            settings.partitions,
+            settings.replication_factor,
+            common(settings.deadletter_retention_ms),
+        ),
+    )
+
+
+def plan(specs: Iterable[TopicSpec], existing: Mapping[str, TopicState]) -> Plan:
+    """Compare specs with the cluster. Raises ``TopicMismatchError`` listing every topic whose
+    partition count differs (nothing is changed then)."""
+    specs = tuple(specs)
+    mismatched = [
+        f"{s.name}: has {existing[s.name].partitions} partitions, spec says {s.partitions}"
+        for s in specs
+        if s.name in existing and existing[s.name].partitions != s.partitions
+    ]
+    if mismatched:
+        raise TopicMismatchError(
+            "existing topics differ in partition count; refusing to continue, because changing "
+            "it would re-route conversations (delete the topics or set TOKENLOG_TOPIC_PARTITIONS "
+            "to match):\n  " + "\n  ".join(mismatched)
+        )
+    create = tuple(s for s in specs if s.name not in existing)
+    align = tuple(
+        s
+        for s in specs
+        if s.name in existing and any(existing[s.name].configs.get(k) != v for k, v in s.configs.items())
+    )
+    unchanged = tuple(s.name for s in specs if s.name in existing and s not in align)
+    return Plan(create=create, align=align, unchanged=unchanged)
+
+
+# --------------------------------------------------------------------------- I/O
+
+
+async def describe(bootstrap: str, names: Iterable[str] | None = None) -> dict[str, TopicState]:
+    """Partitions and configs of topics on the cluster (all non-internal topics by default)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        metadata = await admin.describe_topics(list(names) if names is not None else None)
+        found = {
+            t["topic"]: len(t["partitions"])
+            for t in metadata
+            if t["error_code"] == 0 and not t.get("is_internal", False)
+        }
+        configs: dict[str, dict[str, str]] = {name: {} for name in found}
+        if found:
+            responses = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, name) for name in found]
+            )
+            for response in responses:
+                for resource in response.to_object()["resources"]:
+                    configs[resource["resource_name"]] = {
+                        entry["config_names"]: entry["config_value"] for entry in resource["config_entries"]
+                    }
+        return {name: TopicState(name, n, configs[name]) for name, n in found.items()}
+    finally:
+        await admin.close()
+
+
+async def ensure(bootstrap: str, specs: Iterable[TopicSpec]) -> Plan:
+    """Create missing topics and align managed configs; idempotent and safe to race."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+    from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+    specs = tuple(specs)
+    todo = plan(specs, await describe(bootstrap, [s.name for s in specs]))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    await admin.start()
+    try:
+        if todo.create:
+            response = await admin.create_topics(
+                [
+                    NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=dict(s.configs))
+                    for s in todo.create
+                ]
+            )
+            for name, code, *rest in response.topic_errors:
+                error = for_code(code)
+                if code and error is not TopicAlreadyExistsError:
+                    raise InfraError(f"could not create {name}: {error.__name__} {rest}")
+        if todo.align:
+            for response in await admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, s.name, dict(s.configs)) for s in todo.align]
+            ):
+                for code, message, _type, name in response.resources:
+                    if code:
+                        raise InfraError(f"could not alter {name}: {for_code(code).__name__} {message}")
+    finally:
+        await admin.close()
+    # A topic created concurrently by someone else must still match the spec.
+    after = await describe(bootstrap, [s.name for s in specs])
+    missing = [s.name for s in specs if s.name not in after]
+    if missing:
+        raise InfraError(f"topics still missing after create: {missing}")
+    plan(specs, after)
+    return todo
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.topics")
+    parser.add_argument("command", choices=["ensure", "list"])
+    args = parser.parse_args(argv)
+    settings = InfraSettings.from_env()
+    bootstrap = settings.bootstrap
+    try:
+        if args.command == "ensure":
+            todo = asyncio.run(ensure(bootstrap, topic_specs(settings.topics)))
+            for s in todo.create:
+                print(f"created   {s.name} ({s.partitions} partitions, rf {s.replication_factor})")
+            for s in todo.align:
+                print(f"aligned   {s.name} configs {dict(s.configs)}")
+            for name in todo.unchanged:
+                print(f"unchanged {name}")
+        else:
+            managed = {s.name: s for s in topic_specs(settings.topics)}
+            states = asyncio.run(describe(bootstrap))
+            print(f"{'topic':40} {'partitions':>10}  configs")
+            for name in sorted(states):
+                state = states[name]
+                keys = managed[name].configs if name in managed else ("cleanup.policy", "retention.ms")
+                shown = {k: state.configs.get(k) for k in keys}
+                print(f"{name:40} {state.partitions:>10}  {shown}")
+    except InfraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

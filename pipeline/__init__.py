@@ -1,0 +1,1 @@
+"""The generation worker and the Faust session-state app (prompt commands in, token events out)."""

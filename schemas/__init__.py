@@ -1,0 +1,1 @@
+"""Avro schemas of every command and event: the contract for other teams."""

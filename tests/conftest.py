@@ -1,0 +1,60 @@
+"""Session fixtures: one real Kafka for the whole run, unique names, service processes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.errors import BrokerError
+from infra.settings import TopicSettings
+from infra.topics import ensure, topic_specs
+from tests.harness import KafkaForTests, ServiceRunner, kafka_for_tests, unique
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaForTests]:
+    """The session's broker. A broker that cannot start fails the run with its log tail."""
+    try:
+        with kafka_for_tests(tmp_path_factory.mktemp("broker")) as found:
+            yield found
+    except BrokerError as exc:
+        pytest.fail(f"Kafka is not available for the integration tests:\n{exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def bootstrap(kafka: KafkaForTests) -> str:
+    return kafka.bootstrap
+
+
+@pytest.fixture(scope="session")
+def topic_settings() -> TopicSettings:
+    return TopicSettings()
+
+
+@pytest.fixture(scope="session")
+def provisioned(bootstrap: str, topic_settings: TopicSettings) -> TopicSettings:
+    """The pipeline's topics exist on the session's broker."""
+    asyncio.run(ensure(bootstrap, topic_specs(topic_settings)))
+    return topic_settings
+
+
+@pytest.fixture
+def conversation_id() -> str:
+    return unique("conv")
+
+
+@pytest.fixture
+def group_id() -> str:
+    return unique("group")
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[ServiceRunner]:
+    runner = ServiceRunner(tmp_path / "logs")
+    try:
+        yield runner
+    finally:
+        runner.stop_all()

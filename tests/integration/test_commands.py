@@ -1,0 +1,92 @@
+"""The project's own commands, run as real processes: topic listing, broker CLI, `make run`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra.process import free_port, pid_alive, read_pid, wait_until
+from infra.settings import TopicSettings
+from infra.topics import describe
+from tests.harness import ServiceRunner
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env.update(extra)
+    return env
+
+
+def test_topics_list_shows_the_provisioned_topics(bootstrap: str, provisioned: TopicSettings) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "infra.topics", "list"],
+        cwd=REPO,
+        env=_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:] if line.strip()}
+    assert rows["conversation.prompts"] == rows["conversation.tokens"] == str(provisioned.partitions)
+
+
+def test_broker_start_with_an_existing_cluster_starts_nothing(bootstrap: str, tmp_path: Path) -> None:
+    home = tmp_path / "never"
+    out = subprocess.run(
+        [sys.executable, "-m", "infra.broker", "start"],
+        cwd=REPO,
+        env=_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap, TOKENLOG_KAFKA_HOME=str(home)),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert "using that cluster" in out
+    assert not home.exists()
+
+
+def test_make_run_starts_broker_and_topics_and_stops_everything_on_ctrl_c(
+    services: ServiceRunner, tmp_path: Path
+) -> None:
+    home = tmp_path / "kafka"
+    port = free_port()
+    proc = services.start(
+        "make-run",
+        [sys.executable, "-m", "infra.run"],
+        env=_env(
+            TOKENLOG_KAFKA_HOME=str(home),
+            TOKENLOG_KAFKA_PORT=str(port),
+            TOKENLOG_KAFKA_CONTROLLER_PORT=str(free_port()),
+            TOKENLOG_TOPIC_PARTITIONS="3",
+        ),
+        ready=lambda: "ready — press Ctrl-C" in (tmp_path / "logs" / "make-run.log").read_text(),
+        timeout_s=180,
+    )
+    broker_pid = read_pid(home / "kafka.pid", str(home / "server.properties"))
+    assert broker_pid is not None
+
+    import asyncio
+
+    state = asyncio.run(describe(f"127.0.0.1:{port}"))
+    assert {name: s.partitions for name, s in state.items() if name.startswith("conversation.")} == {
+        "conversation.prompts": 3,
+        "conversation.tokens": 3,
+        "conversation.deadletter": 3,
+    }
+
+    assert proc.pid is not None
+    os.kill(proc.pid, signal.SIGINT)
+    wait_until(lambda: not proc.running(), 60, what="make run to exit")
+    assert proc.exit_code() == 0
+    assert not pid_alive(broker_pid)
+    assert "kafka stopped" in proc.log_path.read_text()

@@ -1,0 +1,42 @@
+"""Provisioning against the real broker: idempotent, config-aligning, refusing mismatches."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.errors import TopicMismatchError
+from infra.topics import TopicSpec, describe, ensure
+from tests.harness import create_topic, unique
+
+pytestmark = pytest.mark.integration
+
+
+def _spec(name: str, partitions: int = 4, retention_ms: int = 86_400_000) -> TopicSpec:
+    return TopicSpec(name, partitions, 1, {"cleanup.policy": "delete", "retention.ms": str(retention_ms)})
+
+
+async def test_ensure_creates_once_and_is_idempotent(bootstrap: str) -> None:
+    specs = (_spec(unique("t.prompts")), _spec(unique("t.tokens")))
+    first = await ensure(bootstrap, specs)
+    assert {s.name for s in first.create} == {s.name for s in specs}
+    second = await ensure(bootstrap, specs)
+    assert second.create == ()
+    assert set(second.unchanged) == {s.name for s in specs}
+    state = await describe(bootstrap, [s.name for s in specs])
+    assert {n: s.partitions for n, s in state.items()} == {s.name: 4 for s in specs}
+    assert all(s.configs["retention.ms"] == "86400000" for s in state.values())
+
+
+async def test_ensure_aligns_a_drifted_retention(bootstrap: str) -> None:
+    name = unique("t.drift")
+    await ensure(bootstrap, [_spec(name, retention_ms=1000)])
+    todo = await ensure(bootstrap, [_spec(name, retention_ms=7200000)])
+    assert [s.name for s in todo.align] == [name]
+    assert (await describe(bootstrap, [name]))[name].configs["retention.ms"] == "7200000"
+
+
+async def test_ensure_refuses_an_existing_topic_with_another_partition_count(bootstrap: str) -> None:
+    name = await create_topic(bootstrap, unique("t.mismatch"), partitions=2)
+    with pytest.raises(TopicMismatchError, match="has 2 partitions, spec says 4"):
+        await ensure(bootstrap, [_spec(name, partitions=4)])
+    assert (await describe(bootstrap, [name]))[name].partitions == 2
