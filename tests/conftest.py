@@ -15,10 +15,14 @@ from tests.harness import KafkaForTests, ServiceRunner, kafka_for_tests, unique
 
 
 @pytest.fixture(scope="session")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaForTests]:
+def kafka(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[KafkaForTests]:
     """The session's broker. A broker that cannot start fails the run with its log tail."""
     try:
         with kafka_for_tests(tmp_path_factory.mktemp("broker")) as found:
+            capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+            assert capture is not None
+            with capture.global_and_fixture_disabled():
+                print(f"\nkafka for this session: {found.describe()}", flush=True)
             yield found
     except BrokerError as exc:
         pytest.fail(f"Kafka is not available for the integration tests:\n{exc}", pytrace=False)

@@ -38,6 +38,14 @@ class KafkaForTests:
     """``env``, ``local`` or ``testcontainers``."""
     broker: LocalBroker | None = None
 
+    def describe(self) -> str:
+        """Where the broker came from and, for the local one, the version line of its own log."""
+        if self.broker is None:
+            return f"{self.origin} at {self.bootstrap}"
+        lines = self.broker.server_log.read_text(errors="replace").splitlines()
+        version = next((line for line in reversed(lines) if "Kafka version:" in line), "version not logged")
+        return f"local JVM broker at {self.bootstrap} (PID {self.broker.pid()}); its log: {version}"
+
 
 def unique(prefix: str) -> str:
     """A name no other test (or earlier run) uses: topics, groups, conversation ids."""
