@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt 2>/dev/null | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test lint typecheck kafka-up kafka-down kafka-status kafka-logs topics lock clean
+.PHONY: help setup run test lint typecheck kafka-up kafka-down kafka-status kafka-logs topics schemas-check bench lock clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,6 +51,12 @@ kafka-logs: setup ## tail the local broker's log
 
 topics: setup ## list the topics on the broker with their partitions and configs
 	$(BIN)/python -m infra.topics list
+
+schemas-check: setup ## every current Avro schema against every released version, both ways
+	$(BIN)/python -m schemas.compat
+
+bench: setup ## benchmarks (figures printed and written to bench/results/)
+	$(BIN)/python -m bench.codec
 
 lock: ## re-resolve dependencies within pyproject's ranges and write constraints.txt
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv

@@ -23,13 +23,7 @@ from dataclasses import dataclass, field
 
 from infra.errors import InfraError, TopicMismatchError
 from infra.settings import InfraSettings, TopicSettings
-
-PROMPTS_TOPIC = "conversation.prompts"
-"""Commands: PromptSubmitted, CancelRequested. Keyed by conversation_id."""
-TOKENS_TOPIC = "conversation.tokens"
-"""Events: ResponseStarted, TokenDelta, ResponseCompleted/Failed/Cancelled. Keyed by conversation_id."""
-DEADLETTER_TOPIC = "conversation.deadletter"
-"""Records a consumer could not decode, with their origin (topic, partition, offset) in headers."""
+from schemas.registry import DEADLETTER_TOPIC, PROMPTS_TOPIC, TOKENS_TOPIC
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from infra.settings import TopicSettings
-from infra.topics import TOKENS_TOPIC
+from schemas.registry import TOKENS_TOPIC
 from tests.harness import unique
 
 pytestmark = pytest.mark.integration

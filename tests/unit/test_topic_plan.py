@@ -4,7 +4,8 @@ import pytest
 
 from infra.errors import TopicMismatchError
 from infra.settings import TopicSettings
-from infra.topics import PROMPTS_TOPIC, TOKENS_TOPIC, TopicState, plan, topic_specs
+from infra.topics import TopicState, plan, topic_specs
+from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
 
 
 def test_prompts_and_tokens_are_co_partitioned_with_configurable_count() -> None:

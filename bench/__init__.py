@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): each compares within one run, against a floor measured in it."""
