@@ -71,8 +71,7 @@ def main() -> int:
         _log(f"bootstrap servers: {settings.bootstrap}")
         _log("list topics:        make topics")
         _log("broker log:         make kafka-logs")
-        if not running:
-            _log("no application services yet: the broker and topics are the whole system so far")
+        _log(f"service logs:       {logs}/")
         _log("ready — press Ctrl-C to stop")
 
         while not stop.wait(0.5):

@@ -8,6 +8,9 @@ specs on free ports.
 
 from __future__ import annotations
 
+import os
+import sys
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -26,8 +29,30 @@ class ServiceSpec:
     """What to print for the user once it is ready (label -> URL)."""
 
 
-def services(bootstrap: str) -> tuple[ServiceSpec, ...]:
-    """Every service of the system so far. None yet besides the broker itself: the
-    generation worker, the session-state app and the gateway add themselves here."""
-    del bootstrap
-    return ()
+def http_ok(url: str) -> Callable[[], bool]:
+    """A readiness probe: ``url`` answers 200."""
+
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback URL we built
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    return probe
+
+
+def services(bootstrap: str, env: Mapping[str, str] | None = None) -> tuple[ServiceSpec, ...]:
+    """Every service of the system so far, in start order."""
+    env = os.environ if env is None else env
+    worker_port = int(env.get("TOKENLOG_WORKER_HTTP_PORT", "18081"))
+    worker_url = f"http://127.0.0.1:{worker_port}"
+    return (
+        ServiceSpec(
+            name="worker",
+            argv=(sys.executable, "-m", "pipeline", "worker"),
+            env={"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TOKENLOG_WORKER_HTTP_PORT": str(worker_port)},
+            ready=http_ok(f"{worker_url}/readyz"),
+            urls={"generation worker metrics": f"{worker_url}/metrics"},
+        ),
+    )

@@ -42,6 +42,9 @@ class TopicSettings:
     """Retention of ``conversation.tokens`` (events; what users were shown)."""
     deadletter_retention_ms: int = 30 * DAY_MS
     """Retention of ``conversation.deadletter`` (records no consumer could decode)."""
+    answers_retention_ms: int = 7 * DAY_MS
+    """Retention of ``conversation.answers``, the worker's prompt_id index: the idempotency window
+    (a prompt_id submitted again after this long is answered again)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TopicSettings:
@@ -54,6 +57,7 @@ class TopicSettings:
             prompts_retention_ms=_int(env, "TOKENLOG_PROMPTS_RETENTION_MS", d.prompts_retention_ms),
             tokens_retention_ms=_int(env, "TOKENLOG_TOKENS_RETENTION_MS", d.tokens_retention_ms),
             deadletter_retention_ms=_int(env, "TOKENLOG_DEADLETTER_RETENTION_MS", d.deadletter_retention_ms),
+            answers_retention_ms=_int(env, "TOKENLOG_ANSWERS_RETENTION_MS", d.answers_retention_ms),
         )
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from infra.errors import InfraError, TopicMismatchError
 from infra.settings import InfraSettings, TopicSettings
-from schemas.registry import DEADLETTER_TOPIC, PROMPTS_TOPIC, TOKENS_TOPIC
+from schemas.registry import ANSWERS_TOPIC, DEADLETTER_TOPIC, PROMPTS_TOPIC, TOKENS_TOPIC
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +83,13 @@ def topic_specs(settings: TopicSettings) -> tuple[TopicSpec, ...]:
             settings.partitions,
             settings.replication_factor,
             common(settings.deadletter_retention_ms),
+        ),
+        # The worker's prompt_id index: the latest entry per prompt, forgotten after the window.
+        TopicSpec(
+            ANSWERS_TOPIC,
+            settings.partitions,
+            settings.replication_factor,
+            {**common(settings.answers_retention_ms), "cleanup.policy": "compact,delete"},
         ),
     )
 

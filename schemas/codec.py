@@ -13,20 +13,22 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 import fastavro
 
 from schemas.errors import DecodeError, EncodeError, UnknownSchemaError
-from schemas.records import Record, from_avro, to_avro
+from schemas.records import PromptRecord, Record, TokenEvent, from_avro, to_avro
 from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC, SchemaVersion, by_fingerprint, current
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
 
+R = TypeVar("R", bound=Record)
+
 
 @dataclass
-class TopicCodec:
+class TopicCodec(Generic[R]):
     """Encodes and decodes the records of one topic."""
 
     topic: str
@@ -38,7 +40,7 @@ class TopicCodec:
         self.known = by_fingerprint(self.topic)
         self._header = MAGIC + self.writer.fingerprint
 
-    def encode(self, record: Record) -> bytes:
+    def encode(self, record: R) -> bytes:
         """Single-object encoding of ``record`` with the current schema."""
         buf = io.BytesIO()
         buf.write(self._header)
@@ -48,7 +50,7 @@ class TopicCodec:
             raise EncodeError(f"cannot encode {type(record).__name__} for {self.topic}: {exc}") from exc
         return buf.getvalue()
 
-    def decode(self, value: bytes | None, *, partition: int = -1, offset: int = -1) -> Record:
+    def decode(self, value: bytes | None, *, partition: int = -1, offset: int = -1) -> R:
         """The record in ``value``; ``DecodeError`` (with where it was) on anything else."""
         where: dict[str, Any] = {"topic": self.topic, "partition": partition, "offset": offset}
         if value is None:
@@ -75,18 +77,19 @@ class TopicCodec:
         if buf.tell() != len(value):
             raise DecodeError(f"{len(value) - buf.tell()} trailing bytes after the record", **where)
         try:
-            return from_avro(envelope)
+            # The fingerprint is one of this topic's schemas, so the record is one of its types.
+            return cast(R, from_avro(envelope))
         except DecodeError as exc:
             raise DecodeError(str(exc), **where) from exc
 
 
-PROMPTS = TopicCodec(PROMPTS_TOPIC)
+PROMPTS: TopicCodec[PromptRecord] = TopicCodec(PROMPTS_TOPIC)
 """Codec of ``conversation.prompts``."""
-TOKENS = TopicCodec(TOKENS_TOPIC)
+TOKENS: TopicCodec[TokenEvent] = TopicCodec(TOKENS_TOPIC)
 """Codec of ``conversation.tokens``."""
 
 
-def codec_for(topic: str) -> TopicCodec:
+def codec_for(topic: str) -> TopicCodec[Any]:
     if topic == PROMPTS_TOPIC:
         return PROMPTS
     if topic == TOKENS_TOPIC:

@@ -23,7 +23,7 @@ TOKENS_CODEC = "tokenlog.tokens"
 class AvroTopicCodec(codecs.Codec):
     """A Faust codec delegating to one topic's ``TopicCodec``."""
 
-    def __init__(self, topic_codec: TopicCodec | None = None, **kwargs: Any) -> None:
+    def __init__(self, topic_codec: TopicCodec[Any] | None = None, **kwargs: Any) -> None:
         self.topic_codec = topic_codec or kwargs.pop("_topic_codec")
         super().__init__(_topic_codec=self.topic_codec, **kwargs)
 

@@ -31,6 +31,8 @@ TOKENS_TOPIC = "conversation.tokens"
 keyed by conversation_id."""
 DEADLETTER_TOPIC = "conversation.deadletter"
 """Records a consumer could not decode, unchanged, with their origin in headers."""
+ANSWERS_TOPIC = "conversation.answers"
+"""The generation worker's compacted prompt_id index (internal, not a public contract)."""
 TOPICS = (PROMPTS_TOPIC, TOKENS_TOPIC)
 """Topics with an Avro schema."""
 

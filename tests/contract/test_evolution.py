@@ -11,7 +11,7 @@ import pytest
 
 from schemas.codec import MAGIC, TOKENS, TopicCodec
 from schemas.compat import check_pair, check_topic
-from schemas.records import TokenDelta
+from schemas.records import TokenDelta, TokenEvent
 from schemas.registry import TOPICS, current, history, schema_fingerprint, strip_logical_types
 
 
@@ -120,7 +120,7 @@ def test_a_consumer_reads_records_of_every_released_version() -> None:
             {"response_id": "r", "seq": 1, "text": "x", "attempt": 0, "produced_at": 5},
         ),
     }
-    codec = TopicCodec("conversation.tokens")
+    codec: TopicCodec[TokenEvent] = TopicCodec("conversation.tokens")
     for version in history("conversation.tokens"):
         buf = io.BytesIO()
         buf.write(MAGIC + schema_fingerprint(version.raw))

@@ -60,6 +60,7 @@ def test_make_run_starts_broker_and_topics_and_stops_everything_on_ctrl_c(
 ) -> None:
     home = tmp_path / "kafka"
     port = free_port()
+    worker_port = free_port()
     proc = services.start(
         "make-run",
         [sys.executable, "-m", "infra.run"],
@@ -68,6 +69,8 @@ def test_make_run_starts_broker_and_topics_and_stops_everything_on_ctrl_c(
             TOKENLOG_KAFKA_PORT=str(port),
             TOKENLOG_KAFKA_CONTROLLER_PORT=str(free_port()),
             TOKENLOG_TOPIC_PARTITIONS="3",
+            TOKENLOG_WORKER_HTTP_PORT=str(worker_port),
+            TOKENLOG_DEMO_TOKENS_PER_S="0",
         ),
         ready=lambda: "ready — press Ctrl-C" in (tmp_path / "logs" / "make-run.log").read_text(),
         timeout_s=180,
@@ -82,11 +85,27 @@ def test_make_run_starts_broker_and_topics_and_stops_everything_on_ctrl_c(
         "conversation.prompts": 3,
         "conversation.tokens": 3,
         "conversation.deadletter": 3,
+        "conversation.answers": 3,
     }
+
+    # The worker make run started answers a prompt.
+    from schemas.records import PromptSubmitted, now_ms
+    from tests.harness import unique
+    from tests.pipeline.helpers import all_finished, read_transcript, submit
+
+    bootstrap = f"127.0.0.1:{port}"
+    cid = unique("conv")
+    [(partition, _)] = asyncio.run(
+        submit(bootstrap, PromptSubmitted(cid, "p", "u", "hi [[tokens=5]]", now_ms()))
+    )
+    asyncio.run(read_transcript(bootstrap, partition, [cid], all_finished(["p"])))
+    assert "generation worker metrics: http://127.0.0.1:" in proc.log_path.read_text()
 
     assert proc.pid is not None
     os.kill(proc.pid, signal.SIGINT)
     wait_until(lambda: not proc.running(), 60, what="make run to exit")
     assert proc.exit_code() == 0
     assert not pid_alive(broker_pid)
-    assert "kafka stopped" in proc.log_path.read_text()
+    log = proc.log_path.read_text()
+    assert "stopping worker" in log
+    assert "kafka stopped" in log

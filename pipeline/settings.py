@@ -1,0 +1,130 @@
+"""Settings of the generation worker, read once from ``TOKENLOG_WORKER_*`` (and the Kafka and
+provider variables) at start-up and passed into factories."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+def _get(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name)
+    return default if value is None or value == "" else value
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        return int(_get(env, name, str(default)))
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {env.get(name)!r}") from exc
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        return float(_get(env, name, str(default)))
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {env.get(name)!r}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSettings:
+    """The deterministic demo generator (no network)."""
+
+    tokens_per_s: float = 40.0
+    """Token rate; 0 means as fast as possible."""
+    min_tokens: int = 40
+    """Shortest answer, in tokens."""
+    max_tokens: int = 160
+    """Longest answer, in tokens (the prompt picks a length in between)."""
+    model: str = "tokenlog-demo-1"
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAISettings:
+    """An OpenAI-compatible chat completions endpoint (OpenAI, vLLM, Ollama, llama.cpp)."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key: str = field(default="", repr=False)
+    model: str = "gpt-4o-mini"
+    connect_timeout_s: float = 5.0
+    first_token_timeout_s: float = 60.0
+    """Longest wait for the first streamed chunk."""
+    idle_timeout_s: float = 30.0
+    """Longest wait between two streamed chunks."""
+    max_retries: int = 3
+    """Retries of transient errors before the first token (connect, 429, 5xx)."""
+    retry_base_s: float = 0.5
+    continue_prefix: bool = True
+    """After a failover, send the partial answer as an assistant prefix to continue it
+    (vLLM ``continue_final_message``); off: restart the answer visibly."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """Everything ``python -m pipeline worker`` reads."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    group_id: str = "tokenlog-generation"
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    provider: str = "demo"
+    """``demo`` or ``openai``."""
+    max_in_flight: int = 256
+    """Answers generated at once by this process (across all conversations)."""
+    max_buffered_prompts: int = 2048
+    """Prompts waiting in this process before it pauses fetching."""
+    coalesce_ms: float = 15.0
+    """Deltas produced within this window go out as one TokenDelta; 0 sends each at once."""
+    commit_interval_ms: int = 200
+    shutdown_grace_s: float = 10.0
+    """On SIGTERM, in-flight answers get this long to finish; the rest are handed over."""
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    """Health and metrics; 0 picks a free port (printed at start)."""
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 2_000
+    demo: DemoSettings = field(default_factory=DemoSettings)
+    openai: OpenAISettings = field(default_factory=OpenAISettings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
+        env = os.environ if env is None else env
+        d, dd, od = cls(), DemoSettings(), OpenAISettings()
+        provider = _get(env, "TOKENLOG_WORKER_PROVIDER", d.provider)
+        if provider not in ("demo", "openai"):
+            raise ValueError(f"TOKENLOG_WORKER_PROVIDER must be demo or openai, got {provider!r}")
+        return cls(
+            bootstrap_servers=_get(env, "KAFKA_BOOTSTRAP_SERVERS", d.bootstrap_servers),
+            group_id=_get(env, "TOKENLOG_WORKER_GROUP", d.group_id),
+            worker_id=_get(env, "TOKENLOG_WORKER_ID", d.worker_id),
+            provider=provider,
+            max_in_flight=_int(env, "TOKENLOG_WORKER_MAX_IN_FLIGHT", d.max_in_flight),
+            max_buffered_prompts=_int(env, "TOKENLOG_WORKER_MAX_BUFFERED", d.max_buffered_prompts),
+            coalesce_ms=_float(env, "TOKENLOG_WORKER_COALESCE_MS", d.coalesce_ms),
+            commit_interval_ms=_int(env, "TOKENLOG_WORKER_COMMIT_INTERVAL_MS", d.commit_interval_ms),
+            shutdown_grace_s=_float(env, "TOKENLOG_WORKER_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
+            http_host=_get(env, "TOKENLOG_WORKER_HTTP_HOST", d.http_host),
+            http_port=_int(env, "TOKENLOG_WORKER_HTTP_PORT", d.http_port),
+            session_timeout_ms=_int(env, "TOKENLOG_WORKER_SESSION_TIMEOUT_MS", d.session_timeout_ms),
+            heartbeat_interval_ms=_int(env, "TOKENLOG_WORKER_HEARTBEAT_MS", d.heartbeat_interval_ms),
+            demo=DemoSettings(
+                tokens_per_s=_float(env, "TOKENLOG_DEMO_TOKENS_PER_S", dd.tokens_per_s),
+                min_tokens=_int(env, "TOKENLOG_DEMO_MIN_TOKENS", dd.min_tokens),
+                max_tokens=_int(env, "TOKENLOG_DEMO_MAX_TOKENS", dd.max_tokens),
+                model=_get(env, "TOKENLOG_DEMO_MODEL", dd.model),
+            ),
+            openai=OpenAISettings(
+                base_url=_get(env, "TOKENLOG_OPENAI_BASE_URL", od.base_url).rstrip("/"),
+                api_key=_get(env, "TOKENLOG_OPENAI_API_KEY", od.api_key),
+                model=_get(env, "TOKENLOG_OPENAI_MODEL", od.model),
+                connect_timeout_s=_float(env, "TOKENLOG_OPENAI_CONNECT_TIMEOUT_S", od.connect_timeout_s),
+                first_token_timeout_s=_float(
+                    env, "TOKENLOG_OPENAI_FIRST_TOKEN_TIMEOUT_S", od.first_token_timeout_s
+                ),
+                idle_timeout_s=_float(env, "TOKENLOG_OPENAI_IDLE_TIMEOUT_S", od.idle_timeout_s),
+                max_retries=_int(env, "TOKENLOG_OPENAI_MAX_RETRIES", od.max_retries),
+                retry_base_s=_float(env, "TOKENLOG_OPENAI_RETRY_BASE_S", od.retry_base_s),
+                continue_prefix=_get(env, "TOKENLOG_OPENAI_CONTINUE_PREFIX", "true").lower() == "true",
+            ),
+        )

@@ -1,0 +1,146 @@
+"""Helpers for pipeline tests: submit commands like the gateway does, read answers back."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from infra.process import ManagedProcess
+from schemas.answers import AnswerFold
+from schemas.codec import PROMPTS, TOKENS
+from schemas.records import PromptRecord, ResponseStarted, TokenEvent
+from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
+from tests.harness import ServiceRunner
+
+
+async def submit(bootstrap: str, *records: PromptRecord) -> list[tuple[int, int]]:
+    """Produce commands to conversation.prompts (idempotent, acks=all); (partition, offset) each."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        placed = []
+        for record in records:
+            meta = await producer.send_and_wait(
+                PROMPTS_TOPIC, PROMPTS.encode(record), key=record.conversation_id.encode()
+            )
+            placed.append((meta.partition, meta.offset))
+        return placed
+    finally:
+        await producer.stop()
+
+
+@dataclass
+class Transcript:
+    """Every event of some conversations in log order, and the answers the reader rule builds."""
+
+    events: list[tuple[int, TokenEvent]] = field(default_factory=list)
+    answers: dict[str, AnswerFold] = field(default_factory=dict)
+
+    def add(self, offset: int, event: TokenEvent) -> None:
+        self.events.append((offset, event))
+        self.answers.setdefault(event.response_id, AnswerFold(event.response_id)).apply(event)
+
+    def by_prompt(self) -> dict[str, AnswerFold]:
+        return {a.started.prompt_id: a for a in self.answers.values() if a.started is not None}
+
+    def starts(self, prompt_id: str) -> list[ResponseStarted]:
+        return [e for _, e in self.events if isinstance(e, ResponseStarted) and e.prompt_id == prompt_id]
+
+
+async def read_transcript(
+    bootstrap: str,
+    partition: int,
+    conversations: Iterable[str],
+    until: Any,
+    *,
+    timeout_s: float = 60.0,
+    start: int = 0,
+) -> Transcript:
+    """Read ``conversation.tokens[partition]`` from ``start`` until ``until(transcript)`` holds."""
+    wanted = set(conversations)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
+    await consumer.start()
+    tp = TopicPartition(TOKENS_TOPIC, partition)
+    transcript = Transcript()
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not until(transcript):
+            if loop.time() > deadline:
+                raise TimeoutError(f"condition not met in {timeout_s}s; have {len(transcript.events)} events")
+            batch = await consumer.getmany(tp, timeout_ms=200)
+            for msg in batch.get(tp, []):
+                if msg.key is not None and msg.key.decode() in wanted:
+                    transcript.add(
+                        msg.offset, TOKENS.decode(msg.value, partition=partition, offset=msg.offset)
+                    )
+        return transcript
+    finally:
+        await consumer.stop()
+
+
+def all_finished(prompt_ids: Iterable[str]) -> Any:
+    ids = set(prompt_ids)
+
+    def check(t: Transcript) -> bool:
+        done = {p for p, a in t.by_prompt().items() if a.finished}
+        return ids <= done
+
+    return check
+
+
+def start_worker(
+    services: ServiceRunner, bootstrap: str, name: str, group: str, env: Mapping[str, str] | None = None
+) -> ManagedProcess:
+    """A generation worker as a real process; ready once it has joined and been assigned."""
+    from infra.process import free_port
+
+    port = free_port()
+    import httpx
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return services.start(
+        name,
+        [sys.executable, "-m", "pipeline", "worker"],
+        env={
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "TOKENLOG_WORKER_GROUP": group,
+            "TOKENLOG_WORKER_ID": name,
+            "TOKENLOG_WORKER_HTTP_PORT": str(port),
+            "TOKENLOG_WORKER_SESSION_TIMEOUT_MS": "6000",
+            "TOKENLOG_WORKER_HEARTBEAT_MS": "1000",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        },
+        ready=ready,
+        timeout_s=60,
+    )
+
+
+def same_partition_ids(prefix: str, count: int, partitions: int) -> tuple[list[str], int]:
+    """``count`` conversation ids that the default partitioner puts in one partition."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from tests.harness import unique
+
+    by_partition: dict[int, list[str]] = {}
+    all_partitions = list(range(partitions))
+    while True:
+        cid = unique(prefix)
+        p = DefaultPartitioner()(cid.encode(), all_partitions, all_partitions)
+        by_partition.setdefault(p, []).append(cid)
+        if len(by_partition[p]) == count:
+            return by_partition[p], p
