@@ -57,6 +57,7 @@ schemas-check: setup ## every current Avro schema against every released version
 
 bench: setup ## benchmarks (figures printed and written to bench/results/)
 	$(BIN)/python -m bench.codec
+	$(BIN)/python -m bench.worker
 
 lock: ## re-resolve dependencies within pyproject's ranges and write constraints.txt
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv

@@ -90,6 +90,7 @@ class ManagedProcess:
 
     _popen: subprocess.Popen[bytes] | None = None
     _pid: int | None = None
+    _last_exit_code: int | None = None
 
     @property
     def pid(self) -> int | None:
@@ -127,7 +128,9 @@ class ManagedProcess:
         return pid is not None and pid_alive(pid)
 
     def exit_code(self) -> int | None:
-        return None if self._popen is None else self._popen.poll()
+        """The exit code of the process this object started (also after ``stop``); None while
+        it runs or when it was not started by this object."""
+        return self._last_exit_code if self._popen is None else self._popen.poll()
 
     def stop(self, grace_s: float = 20.0) -> None:
         """SIGTERM, wait up to ``grace_s``, then SIGKILL. Idempotent."""
@@ -159,7 +162,7 @@ class ManagedProcess:
 
     def _forget(self) -> None:
         if self._popen is not None:
-            self._popen.poll()
+            self._last_exit_code = self._popen.poll()
         self._popen = None
         self._pid = None
         if self.pid_path is not None:

@@ -228,20 +228,28 @@ class Generator:
         getter: asyncio.Future[object] | None = None
         try:
             while True:
-                if getter is None:
-                    getter = asyncio.ensure_future(queue.get())
-                waker = asyncio.ensure_future(job.wake.wait())
-                timeout = None if deadline is None else max(0.0, deadline - loop.time())
-                waiting: set[asyncio.Future[Any]] = {getter, waker}
-                done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                waker.cancel()
-                if job.cancelled():
-                    await flush()
-                    return Outcome.CANCELLED, cancelled_event()
-                if getter not in done:
-                    await flush()  # the coalescing window closed; the get stays pending
-                    continue
-                item, getter = getter.result(), None
+                if getter is None and not queue.empty() and not job.cancelled():
+                    # Fast path: the provider is ahead of us, so no futures and no waiting.
+                    item = queue.get_nowait()
+                    if deadline is not None and loop.time() >= deadline:
+                        await flush()
+                else:
+                    if getter is None:
+                        getter = asyncio.ensure_future(queue.get())
+                    waker = asyncio.ensure_future(job.wake.wait())
+                    timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                    waiting: set[asyncio.Future[Any]] = {getter, waker}
+                    done, _ = await asyncio.wait(
+                        waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    waker.cancel()
+                    if job.cancelled():
+                        await flush()
+                        return Outcome.CANCELLED, cancelled_event()
+                    if getter not in done:
+                        await flush()  # the coalescing window closed; the get stays pending
+                        continue
+                    item, getter = getter.result(), None
                 if isinstance(item, str):
                     if not item:
                         continue

@@ -93,3 +93,23 @@ def test_a_stale_worker_resumed_after_its_successor_took_over_is_fenced(
     answer = transcript.by_prompt()["p-1"]
     assert stale_after, "the stale worker wrote nothing after the takeover; the fence was not exercised"
     assert answer.counts[Verdict.FENCED] == len(stale_after)
+
+
+def test_sigterm_hands_unfinished_answers_over_and_the_next_worker_continues(
+    bootstrap: str, provisioned: TopicSettings, services: ServiceRunner
+) -> None:
+    group = unique("group")
+    env = {"TOKENLOG_WORKER_COALESCE_MS": "0", "TOKENLOG_WORKER_SHUTDOWN_GRACE_S": "0.5"}
+    first = start_worker(services, bootstrap, "w1", group, env)
+    cid = unique("conv")
+    short = PromptSubmitted(cid, "p-0", "u-1", "Short [[tokens=3]] [[rate=0]]", now_ms())
+    prompt = PromptSubmitted(cid, "p-1", "u-1", "Tell me a lot [[tokens=200]] [[rate=40]]", now_ms())
+    [(partition, _), _] = asyncio.run(submit(bootstrap, short, prompt))
+    asyncio.run(read_transcript(bootstrap, partition, [cid], _deltas_at_least(15)))
+    first.stop(grace_s=20)
+    assert first.exit_code() == 0, "the worker did not shut down cleanly on SIGTERM"
+
+    start_worker(services, bootstrap, "w2", group, env)
+    transcript = asyncio.run(read_transcript(bootstrap, partition, [cid], all_finished(["p-0", "p-1"])))
+    _assert_exact_continuation(transcript, prompt)
+    assert len(transcript.starts("p-0")) == 1, "a finished answer was generated again after the hand-over"

@@ -62,3 +62,13 @@ def test_a_recycled_pid_running_something_else_is_not_ours(tmp_path: Path) -> No
         assert read_pid(tmp_path / "s.pid", marker="time.sleep") == pid
     finally:
         proc.stop()
+
+
+def test_the_exit_code_is_kept_after_stop(tmp_path: Path) -> None:
+    proc = _sleeper(tmp_path, "import sys, time; time.sleep(0.2); sys.exit(3)")
+    proc.start()
+    from infra.process import wait_until
+
+    wait_until(lambda: not proc.running(), 10, what="child to exit")
+    proc.stop()
+    assert proc.exit_code() == 3
