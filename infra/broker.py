@@ -43,7 +43,6 @@ from infra.settings import REPO_ROOT, BrokerSettings, InfraSettings
 KAFKA_DIR = REPO_ROOT / "infra" / "kafka"
 POM = KAFKA_DIR / "pom.xml"
 LOG4J2 = KAFKA_DIR / "log4j2.xml"
-CACHE_DIR = Path(os.environ.get("TOKENLOG_CACHE_DIR", REPO_ROOT / ".local" / "cache"))
 MAIN_CLASS = "kafka.Kafka"
 
 
@@ -142,10 +141,10 @@ def pom_digest() -> str:
     return hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
 
 
-def classpath(refresh: bool = False) -> str:
+def classpath(cache_dir: Path, refresh: bool = False) -> str:
     """The broker's runtime classpath, resolved by Maven once per pom version."""
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    cached = CACHE_DIR / f"kafka-classpath-{pom_digest()}.txt"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cached = cache_dir / f"kafka-classpath-{pom_digest()}.txt"
     if not refresh and cached.exists():
         cp = cached.read_text().strip()
         if cp and all(Path(jar).exists() for jar in cp.split(os.pathsep)):
@@ -174,9 +173,9 @@ def classpath(refresh: bool = False) -> str:
     return cached.read_text().strip()
 
 
-def kafka_version(cp: str | None = None) -> str:
+def kafka_version(cp: str) -> str:
     """The Kafka version on the classpath (from the kafka-clients jar name)."""
-    for jar in (cp or classpath()).split(os.pathsep):
+    for jar in cp.split(os.pathsep):
         name = Path(jar).name
         if name.startswith("kafka-clients-") and name.endswith(".jar"):
             return name[len("kafka-clients-") : -len(".jar")]
@@ -263,6 +262,9 @@ class LocalBroker:
     def bootstrap(self) -> str:
         return self.settings.bootstrap
 
+    def version(self) -> str:
+        return kafka_version(classpath(self.settings.cache_dir))
+
     def _process(self, argv: list[str] | None = None) -> ManagedProcess:
         return ManagedProcess(
             name=f"kafka broker {self.bootstrap}",
@@ -291,7 +293,7 @@ class LocalBroker:
         one into at exit; ``stop`` publishes it under the shared name once the JVM is gone,
         so no broker ever maps a half-written archive."""
         digest = hashlib.sha256((cp + sys_java_version()).encode()).hexdigest()[:16]
-        archive = CACHE_DIR / f"kafka-{digest}.jsa"
+        archive = self.settings.cache_dir / f"kafka-{digest}.jsa"
         pending = self.home / "cds-pending"
         if archive.exists():
             pending.unlink(missing_ok=True)
@@ -341,7 +343,7 @@ class LocalBroker:
             if wait:
                 wait_for_metadata(self.bootstrap, self.settings.start_timeout_s)
             return time.monotonic() - began
-        cp = classpath()
+        cp = classpath(self.settings.cache_dir)
         for sub in ("logs", "data"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
         self.properties_path.write_text(render_properties(server_properties(self.settings, self.data_dir)))
@@ -420,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
             took = broker.start()
             state = "already running" if was_running else f"ready in {took:.1f}s"
             print(
-                f"kafka {kafka_version()} {state} at {broker.bootstrap} "
+                f"kafka {broker.version()} {state} at {broker.bootstrap} "
                 f"(PID {broker.pid()}, data {broker.data_dir})"
             )
         elif args.command == "stop":
@@ -434,15 +436,15 @@ def main(argv: list[str] | None = None) -> int:
                 return 3
             cluster = wait_for_metadata(broker.bootstrap, 10)
             print(
-                f"kafka {kafka_version()} running at {broker.bootstrap} (PID {pid}, "
+                f"kafka {broker.version()} running at {broker.bootstrap} (PID {pid}, "
                 f"cluster {cluster.get('cluster_id')}, data {broker.data_dir})"
             )
         elif args.command == "logs":
             print(tail(broker.server_log, args.lines))
         elif args.command == "classpath":
-            print(classpath(refresh=True))
+            print(classpath(settings.broker.cache_dir, refresh=True))
         elif args.command == "version":
-            print(kafka_version())
+            print(broker.version())
     except BrokerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

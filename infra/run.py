@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 
-from infra.broker import LocalBroker, kafka_version, wait_for_metadata
+from infra.broker import LocalBroker, wait_for_metadata
 from infra.errors import InfraError
 from infra.process import ManagedProcess, wait_until
 from infra.services import services
@@ -42,7 +42,7 @@ def main() -> int:
             started_broker = not broker.running()
             took = broker.start()
             how = f"started in {took:.1f}s" if started_broker else "already running (left running on exit)"
-            _log(f"kafka {kafka_version()} {how} at {broker.bootstrap}, data in {broker.data_dir}")
+            _log(f"kafka {broker.version()} {how} at {broker.bootstrap}, data in {broker.data_dir}")
 
         import asyncio
 

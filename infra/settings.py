@@ -11,19 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infra.env import env_bool, env_float, env_int, env_str
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DAY_MS = 24 * 60 * 60 * 1000
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +43,15 @@ class TopicSettings:
         env = os.environ if env is None else env
         d = cls()
         return cls(
-            partitions=_int(env, "TOKENLOG_TOPIC_PARTITIONS", d.partitions),
-            replication_factor=_int(env, "TOKENLOG_TOPIC_REPLICATION_FACTOR", d.replication_factor),
-            min_insync_replicas=_int(env, "TOKENLOG_TOPIC_MIN_INSYNC_REPLICAS", d.min_insync_replicas),
-            prompts_retention_ms=_int(env, "TOKENLOG_PROMPTS_RETENTION_MS", d.prompts_retention_ms),
-            tokens_retention_ms=_int(env, "TOKENLOG_TOKENS_RETENTION_MS", d.tokens_retention_ms),
-            deadletter_retention_ms=_int(env, "TOKENLOG_DEADLETTER_RETENTION_MS", d.deadletter_retention_ms),
-            answers_retention_ms=_int(env, "TOKENLOG_ANSWERS_RETENTION_MS", d.answers_retention_ms),
+            partitions=env_int(env, "TOKENLOG_TOPIC_PARTITIONS", d.partitions),
+            replication_factor=env_int(env, "TOKENLOG_TOPIC_REPLICATION_FACTOR", d.replication_factor),
+            min_insync_replicas=env_int(env, "TOKENLOG_TOPIC_MIN_INSYNC_REPLICAS", d.min_insync_replicas),
+            prompts_retention_ms=env_int(env, "TOKENLOG_PROMPTS_RETENTION_MS", d.prompts_retention_ms),
+            tokens_retention_ms=env_int(env, "TOKENLOG_TOKENS_RETENTION_MS", d.tokens_retention_ms),
+            deadletter_retention_ms=env_int(
+                env, "TOKENLOG_DEADLETTER_RETENTION_MS", d.deadletter_retention_ms
+            ),
+            answers_retention_ms=env_int(env, "TOKENLOG_ANSWERS_RETENTION_MS", d.answers_retention_ms),
         )
 
 
@@ -75,6 +69,8 @@ class BrokerSettings:
     """Maximum JVM heap (``-Xmx``); the initial heap is half of it."""
     start_timeout_s: float = 120.0
     """How long ``start`` waits for the broker to answer a metadata request."""
+    cache_dir: Path = REPO_ROOT / ".local" / "cache"
+    """The resolved classpath and the JVM class-data archive, shared by every broker home."""
     auto_create_topics: bool = False
     """Off by default: a misspelt topic name fails instead of silently creating a topic."""
 
@@ -87,13 +83,15 @@ class BrokerSettings:
         env = os.environ if env is None else env
         d = cls()
         home = env.get("TOKENLOG_KAFKA_HOME")
+        cache = env.get("TOKENLOG_CACHE_DIR")
         return cls(
             home=Path(home).resolve() if home else d.home,
-            port=_int(env, "TOKENLOG_KAFKA_PORT", d.port),
-            controller_port=_int(env, "TOKENLOG_KAFKA_CONTROLLER_PORT", d.controller_port),
-            heap=env.get("TOKENLOG_KAFKA_HEAP", d.heap),
-            start_timeout_s=float(env.get("TOKENLOG_KAFKA_START_TIMEOUT_S", d.start_timeout_s)),
-            auto_create_topics=env.get("TOKENLOG_KAFKA_AUTO_CREATE_TOPICS", "false").lower() == "true",
+            cache_dir=Path(cache).resolve() if cache else d.cache_dir,
+            port=env_int(env, "TOKENLOG_KAFKA_PORT", d.port),
+            controller_port=env_int(env, "TOKENLOG_KAFKA_CONTROLLER_PORT", d.controller_port),
+            heap=env_str(env, "TOKENLOG_KAFKA_HEAP", d.heap),
+            start_timeout_s=env_float(env, "TOKENLOG_KAFKA_START_TIMEOUT_S", d.start_timeout_s),
+            auto_create_topics=env_bool(env, "TOKENLOG_KAFKA_AUTO_CREATE_TOPICS", d.auto_create_topics),
         )
 
 

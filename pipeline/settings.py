@@ -8,24 +8,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-
-def _get(env: Mapping[str, str], name: str, default: str) -> str:
-    value = env.get(name)
-    return default if value is None or value == "" else value
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    try:
-        return int(_get(env, name, str(default)))
-    except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {env.get(name)!r}") from exc
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    try:
-        return float(_get(env, name, str(default)))
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {env.get(name)!r}") from exc
+from infra.env import env_bool, env_float, env_int, env_str
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,40 +74,40 @@ class WorkerSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
         env = os.environ if env is None else env
         d, dd, od = cls(), DemoSettings(), OpenAISettings()
-        provider = _get(env, "TOKENLOG_WORKER_PROVIDER", d.provider)
+        provider = env_str(env, "TOKENLOG_WORKER_PROVIDER", d.provider)
         if provider not in ("demo", "openai"):
             raise ValueError(f"TOKENLOG_WORKER_PROVIDER must be demo or openai, got {provider!r}")
         return cls(
-            bootstrap_servers=_get(env, "KAFKA_BOOTSTRAP_SERVERS", d.bootstrap_servers),
-            group_id=_get(env, "TOKENLOG_WORKER_GROUP", d.group_id),
-            worker_id=_get(env, "TOKENLOG_WORKER_ID", d.worker_id),
+            bootstrap_servers=env_str(env, "KAFKA_BOOTSTRAP_SERVERS", d.bootstrap_servers),
+            group_id=env_str(env, "TOKENLOG_WORKER_GROUP", d.group_id),
+            worker_id=env_str(env, "TOKENLOG_WORKER_ID", d.worker_id),
             provider=provider,
-            max_in_flight=_int(env, "TOKENLOG_WORKER_MAX_IN_FLIGHT", d.max_in_flight),
-            max_buffered_prompts=_int(env, "TOKENLOG_WORKER_MAX_BUFFERED", d.max_buffered_prompts),
-            coalesce_ms=_float(env, "TOKENLOG_WORKER_COALESCE_MS", d.coalesce_ms),
-            commit_interval_ms=_int(env, "TOKENLOG_WORKER_COMMIT_INTERVAL_MS", d.commit_interval_ms),
-            shutdown_grace_s=_float(env, "TOKENLOG_WORKER_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
-            http_host=_get(env, "TOKENLOG_WORKER_HTTP_HOST", d.http_host),
-            http_port=_int(env, "TOKENLOG_WORKER_HTTP_PORT", d.http_port),
-            session_timeout_ms=_int(env, "TOKENLOG_WORKER_SESSION_TIMEOUT_MS", d.session_timeout_ms),
-            heartbeat_interval_ms=_int(env, "TOKENLOG_WORKER_HEARTBEAT_MS", d.heartbeat_interval_ms),
+            max_in_flight=env_int(env, "TOKENLOG_WORKER_MAX_IN_FLIGHT", d.max_in_flight),
+            max_buffered_prompts=env_int(env, "TOKENLOG_WORKER_MAX_BUFFERED", d.max_buffered_prompts),
+            coalesce_ms=env_float(env, "TOKENLOG_WORKER_COALESCE_MS", d.coalesce_ms),
+            commit_interval_ms=env_int(env, "TOKENLOG_WORKER_COMMIT_INTERVAL_MS", d.commit_interval_ms),
+            shutdown_grace_s=env_float(env, "TOKENLOG_WORKER_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
+            http_host=env_str(env, "TOKENLOG_WORKER_HTTP_HOST", d.http_host),
+            http_port=env_int(env, "TOKENLOG_WORKER_HTTP_PORT", d.http_port),
+            session_timeout_ms=env_int(env, "TOKENLOG_WORKER_SESSION_TIMEOUT_MS", d.session_timeout_ms),
+            heartbeat_interval_ms=env_int(env, "TOKENLOG_WORKER_HEARTBEAT_MS", d.heartbeat_interval_ms),
             demo=DemoSettings(
-                tokens_per_s=_float(env, "TOKENLOG_DEMO_TOKENS_PER_S", dd.tokens_per_s),
-                min_tokens=_int(env, "TOKENLOG_DEMO_MIN_TOKENS", dd.min_tokens),
-                max_tokens=_int(env, "TOKENLOG_DEMO_MAX_TOKENS", dd.max_tokens),
-                model=_get(env, "TOKENLOG_DEMO_MODEL", dd.model),
+                tokens_per_s=env_float(env, "TOKENLOG_DEMO_TOKENS_PER_S", dd.tokens_per_s),
+                min_tokens=env_int(env, "TOKENLOG_DEMO_MIN_TOKENS", dd.min_tokens),
+                max_tokens=env_int(env, "TOKENLOG_DEMO_MAX_TOKENS", dd.max_tokens),
+                model=env_str(env, "TOKENLOG_DEMO_MODEL", dd.model),
             ),
             openai=OpenAISettings(
-                base_url=_get(env, "TOKENLOG_OPENAI_BASE_URL", od.base_url).rstrip("/"),
-                api_key=_get(env, "TOKENLOG_OPENAI_API_KEY", od.api_key),
-                model=_get(env, "TOKENLOG_OPENAI_MODEL", od.model),
-                connect_timeout_s=_float(env, "TOKENLOG_OPENAI_CONNECT_TIMEOUT_S", od.connect_timeout_s),
-                first_token_timeout_s=_float(
+                base_url=env_str(env, "TOKENLOG_OPENAI_BASE_URL", od.base_url).rstrip("/"),
+                api_key=env_str(env, "TOKENLOG_OPENAI_API_KEY", od.api_key),
+                model=env_str(env, "TOKENLOG_OPENAI_MODEL", od.model),
+                connect_timeout_s=env_float(env, "TOKENLOG_OPENAI_CONNECT_TIMEOUT_S", od.connect_timeout_s),
+                first_token_timeout_s=env_float(
                     env, "TOKENLOG_OPENAI_FIRST_TOKEN_TIMEOUT_S", od.first_token_timeout_s
                 ),
-                idle_timeout_s=_float(env, "TOKENLOG_OPENAI_IDLE_TIMEOUT_S", od.idle_timeout_s),
-                max_retries=_int(env, "TOKENLOG_OPENAI_MAX_RETRIES", od.max_retries),
-                retry_base_s=_float(env, "TOKENLOG_OPENAI_RETRY_BASE_S", od.retry_base_s),
-                continue_prefix=_get(env, "TOKENLOG_OPENAI_CONTINUE_PREFIX", "true").lower() == "true",
+                idle_timeout_s=env_float(env, "TOKENLOG_OPENAI_IDLE_TIMEOUT_S", od.idle_timeout_s),
+                max_retries=env_int(env, "TOKENLOG_OPENAI_MAX_RETRIES", od.max_retries),
+                retry_base_s=env_float(env, "TOKENLOG_OPENAI_RETRY_BASE_S", od.retry_base_s),
+                continue_prefix=env_bool(env, "TOKENLOG_OPENAI_CONTINUE_PREFIX", od.continue_prefix),
             ),
         )
