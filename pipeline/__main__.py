@@ -60,7 +60,7 @@ async def run_worker(settings: WorkerSettings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline")
-    parser.add_argument("service", choices=["worker"])
+    parser.add_argument("service", choices=["worker", "sessions"])
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -68,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     if args.service == "worker":
         return asyncio.run(run_worker(WorkerSettings.from_env()))
-    return 2
+    from pipeline.sessions.app import run
+    from pipeline.sessions.settings import SessionsSettings
+
+    return run(SessionsSettings.from_env())
 
 
 if __name__ == "__main__":

@@ -144,3 +144,81 @@ def same_partition_ids(prefix: str, count: int, partitions: int) -> tuple[list[s
         by_partition.setdefault(p, []).append(cid)
         if len(by_partition[p]) == count:
             return by_partition[p], p
+
+
+def start_sessions(
+    services: ServiceRunner,
+    bootstrap: str,
+    name: str,
+    app_id: str,
+    *,
+    data_dir: str,
+    env: Mapping[str, str] | None = None,
+) -> tuple[ManagedProcess, str]:
+    """The session-state app as a real process; (process, base URL), ready once recovered."""
+    import httpx
+
+    from infra.process import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    proc = services.start(
+        name,
+        [sys.executable, "-m", "pipeline", "sessions"],
+        env={
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "TOKENLOG_SESSIONS_APP_ID": app_id,
+            "TOKENLOG_SESSIONS_PORT": str(port),
+            "TOKENLOG_SESSIONS_DATA_DIR": data_dir,
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        },
+        ready=ready,
+        timeout_s=90,
+    )
+    return proc, url
+
+
+def get_snapshot(url: str, cid: str) -> tuple[int, Any]:
+    import httpx
+
+    response = httpx.get(f"{url}/sessions/{cid}", timeout=10)
+    return response.status_code, response.json()
+
+
+async def snapshot_at(url: str, cid: str, offset: int, timeout_s: float = 60.0) -> Any:
+    """Poll the snapshot until its cursor reaches ``offset``."""
+    import httpx
+
+    from schemas.cursor import Cursor, parse
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        last: Any = None
+        while loop.time() < deadline:
+            response = await client.get(f"{url}/sessions/{cid}")
+            if response.status_code == 200:
+                last = response.json()
+                cursor = parse(last["cursor"])
+                assert isinstance(cursor, Cursor)
+                if cursor.last_offset >= offset:
+                    return last
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"snapshot of {cid} did not reach offset {offset}; last: {last}")
+
+
+def turns_from_log(transcript: Transcript) -> list[tuple[str, str, str]]:
+    """(prompt_id, status, answer text) of every finished answer, in log order of their start."""
+    return [
+        (a.started.prompt_id, a.status.value, a.text)
+        for a in transcript.answers.values()
+        if a.started is not None and a.finished
+    ]

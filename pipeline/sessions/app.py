@@ -1,0 +1,167 @@
+"""The Faust app that materialises every conversation from the log.
+
+Agents only load, apply (``state.evolve_*``) and save; the tables are changelog-backed
+(``<app_id>-sessions-changelog``, ``<app_id>-live-changelog``, compacted) and co-partitioned with
+the topics, so the worker that reads a conversation's partition owns its state. Processing is
+at-least-once; the reducers apply each offset once, so re-delivery never doubles text.
+
+Web (Faust's own server):
+
+- ``GET /sessions/{conversation_id}``: the snapshot (``snapshot.py``), routed to the worker that
+  owns the key's partition when several workers share the tables; 404 for an unknown one.
+- ``GET /healthz``, ``GET /readyz`` (recovery done, not rebalancing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, NoReturn
+
+import faust
+from faust.web import Request, Response, View
+
+import schemas.faust_codec  # noqa: F401 - registers the topic codecs with Faust
+from infra.topics import TopicSpec, ensure
+from pipeline.sessions.codec import STATE_CODEC
+from pipeline.sessions.settings import SessionsSettings
+from pipeline.sessions.snapshot import snapshot
+from pipeline.sessions.state import LiveAnswer, Session, evolve_live, evolve_session
+from schemas.faust_codec import PROMPTS_CODEC, TOKENS_CODEC
+from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
+
+
+async def cluster_epoch(bootstrap: str) -> str:
+    """The Kafka cluster id: it changes when the log is reset (storage formatted anew)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        cluster = await admin.describe_cluster()
+        return str(cluster["cluster_id"])
+    finally:
+        await admin.close()
+
+
+def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.bootstrap_servers}",
+        store=settings.store,
+        datadir=settings.data_dir,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee="at_least_once",
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+        table_cleanup_interval=3600.0,
+    )
+    prompts = app.topic(
+        PROMPTS_TOPIC,
+        key_serializer="raw",
+        value_serializer=PROMPTS_CODEC,
+        partitions=settings.partitions,
+        internal=False,
+    )
+    tokens = app.topic(
+        TOKENS_TOPIC,
+        key_serializer="raw",
+        value_serializer=TOKENS_CODEC,
+        partitions=settings.partitions,
+        internal=False,
+    )
+    sessions = app.Table(TABLES[0], partitions=settings.partitions, key_type=bytes)
+    live = app.Table(TABLES[1], partitions=settings.partitions, key_type=bytes)
+    for table in (sessions, live):
+        # Faust derives a table's codec from a Record type; ours are dataclasses with a codec of
+        # their own. Set before first use: the changelog topic and store are created lazily.
+        table.value_serializer = STATE_CODEC  # type: ignore[attr-defined]  # on Table, not on TableT
+
+    def load(key: bytes) -> tuple[Session, LiveAnswer]:
+        session = sessions.get(key) or Session(key.decode())
+        return session, live.get(key) or LiveAnswer()
+
+    @app.agent(prompts)
+    async def apply_prompts(stream: Any) -> None:
+        async for event in stream.events():
+            key = event.key
+            session, _ = load(key)
+            updated = evolve_session(session, event.value, event.message.offset, max_turns=settings.max_turns)
+            if updated is not session:
+                sessions[key] = updated
+
+    @app.agent(tokens)
+    async def apply_tokens(stream: Any) -> None:
+        async for event in stream.events():
+            key, offset = event.key, event.message.offset
+            session, answer = load(key)
+            updated = evolve_session(
+                session, event.value, offset, live_before=answer, max_turns=settings.max_turns
+            )
+            if updated is not session:
+                sessions[key] = updated
+            live_after = evolve_live(answer, event.value, offset)
+            if live_after is not answer:
+                live[key] = live_after
+
+    @app.page("/sessions/{conversation_id}")
+    class SessionView(View):
+        @app.table_route(table=sessions, match_info="conversation_id")
+        async def get(self: View, request: Request, *_: Any, **__: Any) -> Response:
+            conversation_id = request.match_info["conversation_id"]
+            key = conversation_id.encode()
+            session, answer = sessions.get(key), live.get(key)
+            if session is None and answer is None:
+                error = {
+                    "code": "unknown_conversation",
+                    "message": f"no conversation {conversation_id!r} in the log",
+                }
+                return self.json({"error": error}, status=404)
+            partition = app.producer.key_partition(TOKENS_TOPIC, key).partition
+            body = snapshot(
+                session or Session(conversation_id), answer or LiveAnswer(), epoch=epoch, partition=partition
+            )
+            return self.json(body)
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Request) -> Response:
+        response: Response = web.json({"status": "ok", "service": "sessions"})
+        return response
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Request) -> Response:
+        recovery: Any = app.tables.recovery  # type: ignore[attr-defined]  # on TableManager, not its type
+        ready = recovery.completed.is_set() and not app.rebalancing
+        response: Response = web.json({"ready": ready, "service": "sessions"}, status=200 if ready else 503)
+        return response
+
+    return app
+
+
+TABLES = ("sessions", "live")
+
+
+def changelog_specs(settings: SessionsSettings) -> list[TopicSpec]:
+    """The tables' changelog topics, declared by us (compacted, co-partitioned) rather than left
+    to Faust, which did not always create the second one against a broker that refuses to
+    auto-create topics."""
+    return [
+        TopicSpec(
+            f"{settings.app_id}-{name}-changelog",
+            settings.partitions,
+            settings.replication_factor,
+            {"cleanup.policy": "compact"},
+        )
+        for name in TABLES
+    ]
+
+
+def run(settings: SessionsSettings) -> NoReturn:
+    asyncio.run(ensure(settings.bootstrap_servers, changelog_specs(settings)))
+    epoch = settings.epoch or asyncio.run(cluster_epoch(settings.bootstrap_servers))
+    app = create_app(settings, epoch)
+    worker = faust.Worker(app, loglevel="INFO", quiet=True)
+    worker.execute_from_commandline()

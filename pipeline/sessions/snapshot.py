@@ -1,0 +1,41 @@
+"""The snapshot contract: what ``GET /sessions/{conversation_id}`` returns and the gateway
+hydrates a new device from.
+
+```
+{
+  "conversation_id": "...",
+  "owner": "user id of the first prompt",
+  "partition": 3,
+  "cursor": "1.<epoch>.3.1041",     # the last tokens event this snapshot reflects
+  "turns": [Turn, ...],             # finished turns, oldest first (the last max_turns)
+  "dropped_turns": 0,               # older finished turns not inline (replay has them)
+  "live": Turn | null,              # the answer being written, with its text so far
+  "pending": [{"prompt_id", "text", "submitted_at", "device_id"}, ...]
+}
+```
+
+Splice rule: a client that renders the snapshot then resumes the live stream *after*
+``cursor`` sees every later event exactly once (the cursor names the last event applied, as
+every cursor does). ``live.last_seq`` is the last delta included in ``live.answer``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.sessions.state import LiveAnswer, Session, to_dict
+from schemas.cursor import Cursor
+
+
+def snapshot(session: Session, live: LiveAnswer, *, epoch: str, partition: int) -> dict[str, Any]:
+    last = max(session.tokens_offset, live.tokens_offset)
+    return {
+        "conversation_id": session.conversation_id,
+        "owner": session.owner,
+        "partition": partition,
+        "cursor": Cursor(epoch, partition, last).format(),
+        "turns": to_dict(session.turns),
+        "dropped_turns": session.dropped_turns,
+        "live": to_dict(live.turn) if live.turn is not None else None,
+        "pending": to_dict(session.pending),
+    }
