@@ -47,6 +47,8 @@ def services(bootstrap: str, env: Mapping[str, str] | None = None) -> tuple[Serv
     env = os.environ if env is None else env
     worker_port = int(env.get("TOKENLOG_WORKER_HTTP_PORT", "18081"))
     worker_url = f"http://127.0.0.1:{worker_port}"
+    sessions_port = int(env.get("TOKENLOG_SESSIONS_PORT", "18082"))
+    sessions_url = f"http://127.0.0.1:{sessions_port}"
     return (
         ServiceSpec(
             name="worker",
@@ -54,5 +56,12 @@ def services(bootstrap: str, env: Mapping[str, str] | None = None) -> tuple[Serv
             env={"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TOKENLOG_WORKER_HTTP_PORT": str(worker_port)},
             ready=http_ok(f"{worker_url}/readyz"),
             urls={"generation worker metrics": f"{worker_url}/metrics"},
+        ),
+        ServiceSpec(
+            name="sessions",
+            argv=(sys.executable, "-m", "pipeline", "sessions"),
+            env={"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TOKENLOG_SESSIONS_PORT": str(sessions_port)},
+            ready=http_ok(f"{sessions_url}/readyz"),
+            urls={"session snapshots": f"{sessions_url}/sessions/<conversation_id>"},
         ),
     )

@@ -15,14 +15,15 @@ Web (Faust's own server):
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any, NoReturn
 
 import faust
 from faust.web import Request, Response, View
 
 import schemas.faust_codec  # noqa: F401 - registers the topic codecs with Faust
-from infra.topics import TopicSpec, ensure
-from pipeline.sessions.codec import STATE_CODEC
+from infra.topics import TopicSpec, describe, ensure
+from pipeline.sessions.codec import StateValue
 from pipeline.sessions.settings import SessionsSettings
 from pipeline.sessions.snapshot import snapshot
 from pipeline.sessions.state import LiveAnswer, Session, evolve_live, evolve_session
@@ -56,8 +57,16 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
         processing_guarantee="at_least_once",
         web_host=settings.web_host,
         web_port=settings.web_port,
+        # Where other workers proxy snapshot requests for keys this worker owns.
+        canonical_url=f"http://{settings.web_host}:{settings.web_port}",
         web_in_thread=False,
         table_cleanup_interval=3600.0,
+        # No standby replicas: with them, a worker that kept its partitions through a rebalance
+        # stopped consuming most of them (reproduced with faust-streaming 0.15.3 against Kafka
+        # 4.1; the consumer-stall family of faust issues). A new owner replays the changelog.
+        table_standby_replicas=0,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 5),
     )
     prompts = app.topic(
         PROMPTS_TOPIC,
@@ -73,12 +82,8 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
         partitions=settings.partitions,
         internal=False,
     )
-    sessions = app.Table(TABLES[0], partitions=settings.partitions, key_type=bytes)
-    live = app.Table(TABLES[1], partitions=settings.partitions, key_type=bytes)
-    for table in (sessions, live):
-        # Faust derives a table's codec from a Record type; ours are dataclasses with a codec of
-        # their own. Set before first use: the changelog topic and store are created lazily.
-        table.value_serializer = STATE_CODEC  # type: ignore[attr-defined]  # on Table, not on TableT
+    sessions = app.Table(TABLES[0], partitions=settings.partitions, key_type=bytes, value_type=StateValue)
+    live = app.Table(TABLES[1], partitions=settings.partitions, key_type=bytes, value_type=StateValue)
 
     def load(key: bytes) -> tuple[Session, LiveAnswer]:
         session = sessions.get(key) or Session(key.decode())
@@ -134,7 +139,7 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
     @app.page("/readyz")
     async def readyz(web: Any, request: Request) -> Response:
         recovery: Any = app.tables.recovery  # type: ignore[attr-defined]  # on TableManager, not its type
-        ready = recovery.completed.is_set() and not app.rebalancing
+        ready = recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing
         response: Response = web.json({"ready": ready, "service": "sessions"}, status=200 if ready else 503)
         return response
 
@@ -159,7 +164,20 @@ def changelog_specs(settings: SessionsSettings) -> list[TopicSpec]:
     ]
 
 
+async def topic_partitions(bootstrap: str) -> int:
+    """The partition count of the source topics, which the tables must share."""
+    found = await describe(bootstrap, [PROMPTS_TOPIC, TOKENS_TOPIC])
+    counts = {name: found[name].partitions for name in (PROMPTS_TOPIC, TOKENS_TOPIC) if name in found}
+    if len(counts) != 2 or len(set(counts.values())) != 1:
+        raise SystemExit(
+            f"error: {PROMPTS_TOPIC} and {TOKENS_TOPIC} must exist with the same partition count "
+            f"(found {counts}); run `python -m infra.topics ensure`"
+        )
+    return next(iter(counts.values()))
+
+
 def run(settings: SessionsSettings) -> NoReturn:
+    settings = replace(settings, partitions=asyncio.run(topic_partitions(settings.bootstrap_servers)))
     asyncio.run(ensure(settings.bootstrap_servers, changelog_specs(settings)))
     epoch = settings.epoch or asyncio.run(cluster_epoch(settings.bootstrap_servers))
     app = create_app(settings, epoch)

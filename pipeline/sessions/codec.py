@@ -24,4 +24,20 @@ class StateCodec(codecs.Codec):
 
 
 codecs.register(STATE_CODEC, StateCodec())
-__all__ = ["STATE_CODEC", "LiveAnswer", "Session"]
+
+
+class StateValue:
+    """The ``value_type`` of the session tables: Faust takes a table's codec from
+    ``value_type._options.serializer`` (when the table is created, for its changelog topic and
+    store) and passes decoded values through ``from_data``. Our codec already returns the state
+    dataclasses, so ``from_data`` hands them on unchanged."""
+
+    class _options:
+        serializer = STATE_CODEC
+
+    @classmethod
+    def from_data(cls, data: Any, preferred_type: Any = None) -> Any:
+        return data
+
+
+__all__ = ["STATE_CODEC", "LiveAnswer", "Session", "StateValue"]

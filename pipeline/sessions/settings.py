@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from infra.env import env_int, env_str
+from infra.env import env_float, env_int, env_str
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,15 +14,18 @@ class SessionsSettings:
     bootstrap_servers: str = "127.0.0.1:19092"
     app_id: str = "tokenlog-sessions"
     """Faust application id: the consumer group and the prefix of the changelog topics."""
-    store: str = "memory://"
+    store: str = "rocksdb://"
     """``memory://`` (rebuilt from the changelog at start) or ``rocksdb://`` (kept on disk)."""
     data_dir: str = ".local/sessions"
     partitions: int = 12
-    """Must equal the partition count of the topics (co-partitioned tables)."""
+    """Partitions of the tables; ``run`` sets it to the topics' own count (co-partitioning)."""
     replication_factor: int = 1
     web_host: str = "127.0.0.1"
     web_port: int = 18082
     max_turns: int = 50
+    session_timeout_s: float = 10.0
+    """Kafka group session timeout: how long a killed worker's partitions wait before another
+    takes them (Faust's default of 60 s makes a restart after SIGKILL wait a minute)."""
     epoch: str = ""
     """The log epoch of cursors; empty: the Kafka cluster id."""
 
@@ -35,10 +38,10 @@ class SessionsSettings:
             app_id=env_str(env, "TOKENLOG_SESSIONS_APP_ID", d.app_id),
             store=env_str(env, "TOKENLOG_SESSIONS_STORE", d.store),
             data_dir=env_str(env, "TOKENLOG_SESSIONS_DATA_DIR", d.data_dir),
-            partitions=env_int(env, "TOKENLOG_TOPIC_PARTITIONS", d.partitions),
             replication_factor=env_int(env, "TOKENLOG_TOPIC_REPLICATION_FACTOR", d.replication_factor),
             web_host=env_str(env, "TOKENLOG_SESSIONS_HOST", d.web_host),
             web_port=env_int(env, "TOKENLOG_SESSIONS_PORT", d.web_port),
             max_turns=env_int(env, "TOKENLOG_SESSIONS_MAX_TURNS", d.max_turns),
+            session_timeout_s=env_float(env, "TOKENLOG_SESSIONS_SESSION_TIMEOUT_S", d.session_timeout_s),
             epoch=env_str(env, "TOKENLOG_LOG_EPOCH", d.epoch),
         )

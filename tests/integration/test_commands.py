@@ -13,7 +13,7 @@ import pytest
 from infra.process import free_port, pid_alive, read_pid, wait_until
 from infra.settings import TopicSettings
 from infra.topics import describe
-from tests.harness import ServiceRunner
+from tests.harness import ServiceRunner, unique
 
 pytestmark = pytest.mark.integration
 
@@ -55,12 +55,13 @@ def test_broker_start_with_an_existing_cluster_starts_nothing(bootstrap: str, tm
     assert not home.exists()
 
 
-def test_make_run_starts_broker_and_topics_and_stops_everything_on_ctrl_c(
+def test_make_run_starts_broker_topics_and_services_and_stops_everything_on_ctrl_c(
     services: ServiceRunner, tmp_path: Path
 ) -> None:
     home = tmp_path / "kafka"
     port = free_port()
     worker_port = free_port()
+    sessions_port = free_port()
     proc = services.start(
         "make-run",
         [sys.executable, "-m", "infra.run"],
@@ -70,6 +71,9 @@ def test_make_run_starts_broker_and_topics_and_stops_everything_on_ctrl_c(
             TOKENLOG_KAFKA_CONTROLLER_PORT=str(free_port()),
             TOKENLOG_TOPIC_PARTITIONS="3",
             TOKENLOG_WORKER_HTTP_PORT=str(worker_port),
+            TOKENLOG_SESSIONS_PORT=str(sessions_port),
+            TOKENLOG_SESSIONS_APP_ID=unique("sessions"),
+            TOKENLOG_SESSIONS_DATA_DIR=str(tmp_path / "sessions"),
             TOKENLOG_DEMO_TOKENS_PER_S="0",
         ),
         ready=lambda: "ready — press Ctrl-C" in (tmp_path / "logs" / "make-run.log").read_text(),
@@ -90,7 +94,6 @@ def test_make_run_starts_broker_and_topics_and_stops_everything_on_ctrl_c(
 
     # The worker make run started answers a prompt.
     from schemas.records import PromptSubmitted, now_ms
-    from tests.harness import unique
     from tests.pipeline.helpers import all_finished, read_transcript, submit
 
     bootstrap = f"127.0.0.1:{port}"
@@ -98,8 +101,13 @@ def test_make_run_starts_broker_and_topics_and_stops_everything_on_ctrl_c(
     [(partition, _)] = asyncio.run(
         submit(bootstrap, PromptSubmitted(cid, "p", "u", "hi [[tokens=5]]", now_ms()))
     )
-    asyncio.run(read_transcript(bootstrap, partition, [cid], all_finished(["p"])))
+    transcript = asyncio.run(read_transcript(bootstrap, partition, [cid], all_finished(["p"])))
     assert "generation worker metrics: http://127.0.0.1:" in proc.log_path.read_text()
+    # ... and the session-state app make run started serves its snapshot.
+    from tests.pipeline.helpers import snapshot_at
+
+    snap = asyncio.run(snapshot_at(f"http://127.0.0.1:{sessions_port}", cid, transcript.events[-1][0]))
+    assert [t["status"] for t in snap["turns"]] == ["completed"]
 
     assert proc.pid is not None
     os.kill(proc.pid, signal.SIGINT)
@@ -108,4 +116,5 @@ def test_make_run_starts_broker_and_topics_and_stops_everything_on_ctrl_c(
     assert not pid_alive(broker_pid)
     log = proc.log_path.read_text()
     assert "stopping worker" in log
+    assert "stopping sessions" in log
     assert "kafka stopped" in log

@@ -177,6 +177,7 @@ def start_sessions(
             "TOKENLOG_SESSIONS_APP_ID": app_id,
             "TOKENLOG_SESSIONS_PORT": str(port),
             "TOKENLOG_SESSIONS_DATA_DIR": data_dir,
+            "TOKENLOG_SESSIONS_SESSION_TIMEOUT_S": "6",
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         },
@@ -203,8 +204,10 @@ async def snapshot_at(url: str, cid: str, offset: int, timeout_s: float = 60.0) 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         last: Any = None
+        status: Any = None
         while loop.time() < deadline:
             response = await client.get(f"{url}/sessions/{cid}")
+            status = (response.status_code, response.text[:300])
             if response.status_code == 200:
                 last = response.json()
                 cursor = parse(last["cursor"])
@@ -212,7 +215,9 @@ async def snapshot_at(url: str, cid: str, offset: int, timeout_s: float = 60.0) 
                 if cursor.last_offset >= offset:
                     return last
             await asyncio.sleep(0.1)
-        raise TimeoutError(f"snapshot of {cid} did not reach offset {offset}; last: {last}")
+        raise TimeoutError(
+            f"snapshot of {cid} did not reach offset {offset}; last: {last}; last answer: {status}"
+        )
 
 
 def turns_from_log(transcript: Transcript) -> list[tuple[str, str, str]]:

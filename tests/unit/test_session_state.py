@@ -1,0 +1,131 @@
+"""The session reducers: each offset once, the reader rule for takeovers, bounded size."""
+
+from __future__ import annotations
+
+from pipeline.sessions.state import (
+    LiveAnswer,
+    Session,
+    evolve_live,
+    evolve_session,
+    live_from_dict,
+    session_from_dict,
+    to_dict,
+)
+from schemas.records import (
+    CancelRequested,
+    PromptSubmitted,
+    ResponseCompleted,
+    ResponseFailed,
+    ResponseResumed,
+    ResponseStarted,
+    ResumeMode,
+    TokenDelta,
+    TokenEvent,
+)
+
+C = "c-1"
+
+
+def run_log(
+    events: list[tuple[int, TokenEvent]],
+    session: Session | None = None,
+    live: LiveAnswer | None = None,
+    max_turns: int = 50,
+) -> tuple[Session, LiveAnswer]:
+    session = session or Session(C)
+    live = live or LiveAnswer()
+    for offset, event in events:
+        session = evolve_session(session, event, offset, live_before=live, max_turns=max_turns)
+        live = evolve_live(live, event, offset)
+    return session, live
+
+
+def answer(
+    rid: str, prompt_id: str, pieces: list[str], first_offset: int = 0
+) -> list[tuple[int, TokenEvent]]:
+    events: list[TokenEvent] = [ResponseStarted(C, rid, prompt_id, "u-1", f"q {prompt_id}", "demo", 1)]
+    events += [TokenDelta(C, rid, i, text, 2) for i, text in enumerate(pieces)]
+    events.append(ResponseCompleted(C, rid, len(pieces) - 1, 3))
+    return [(first_offset + i, e) for i, e in enumerate(events)]
+
+
+def test_a_finished_answer_becomes_a_turn_and_the_live_answer_clears() -> None:
+    session, live = run_log(answer("r-1", "p-1", ["Hel", "lo"]))
+    assert [(t.prompt_id, t.status, t.answer) for t in session.turns] == [("p-1", "completed", "Hello")]
+    assert live.turn is None
+    assert max(session.tokens_offset, live.tokens_offset) == 3
+
+
+def test_the_live_answer_has_the_text_so_far() -> None:
+    _, live = run_log(answer("r-1", "p-1", ["a", "b", "c"])[:3])
+    assert live.turn is not None
+    assert (live.turn.answer, live.turn.last_seq, live.turn.status) == ("ab", 1, "streaming")
+
+
+def test_redelivered_events_never_double_text() -> None:
+    log = answer("r-1", "p-1", ["a", "b", "c"])
+    session, live = run_log(log[:3])
+    session, live = run_log(log, session, live)  # everything again, from the start
+    assert [t.answer for t in session.turns] == ["abc"]
+
+
+def test_a_lost_session_write_is_repaired_from_the_live_part_on_redelivery() -> None:
+    log = answer("r-1", "p-1", ["a", "b"])
+    before_end, live_before_end = run_log(log[:-1])
+    _, live_after = run_log(log[-1:], before_end, live_before_end)
+    # The session's changelog write of the terminal event was lost; the live one was not.
+    session, _ = run_log(log[-1:], before_end, live_after)
+    assert [(t.answer, t.status) for t in session.turns] == [("ab", "completed")]
+
+
+def test_a_continue_takeover_cuts_a_stale_writers_extra_text() -> None:
+    log = [
+        *answer("r-1", "p-1", ["a", "b"])[:-1],
+        (3, TokenDelta(C, "r-1", 2, "STALE", 2)),
+        (4, ResponseResumed(C, "r-1", 1, 1, ResumeMode.CONTINUE, 3)),
+        (5, TokenDelta(C, "r-1", 2, "c", 3, attempt=1)),
+        (6, TokenDelta(C, "r-1", 3, "ZOMBIE", 3, attempt=0)),
+        (7, ResponseCompleted(C, "r-1", 2, 4, attempt=0)),
+        (8, ResponseCompleted(C, "r-1", 2, 4, attempt=1)),
+    ]
+    session, _ = run_log(log)
+    assert [(t.answer, t.attempt) for t in session.turns] == [("abc", 1)]
+
+
+def test_a_restart_takeover_discards_the_partial_text() -> None:
+    log = [
+        *answer("r-1", "p-1", ["a", "b"])[:-1],
+        (3, ResponseResumed(C, "r-1", 1, -1, ResumeMode.RESTART, 3)),
+        (4, TokenDelta(C, "r-1", 0, "x", 3, attempt=1)),
+        (5, ResponseFailed(C, "r-1", 0, "provider_timeout", 4, attempt=1)),
+    ]
+    session, _ = run_log(log)
+    assert [(t.answer, t.status, t.error_class) for t in session.turns] == [
+        ("x", "failed", "provider_timeout")
+    ]
+
+
+def test_prompts_are_pending_until_their_answer_starts() -> None:
+    session = Session(C)
+    session = evolve_session(session, PromptSubmitted(C, "p-1", "u-1", "q1", 1, "tab"), 0)
+    session = evolve_session(session, PromptSubmitted(C, "p-1", "u-1", "q1", 1, "tab2"), 1)  # duplicate
+    session = evolve_session(session, CancelRequested(C, "x", "u-1", 2), 2)
+    assert [p.prompt_id for p in session.pending] == ["p-1"]
+    assert (session.owner, session.prompts_offset) == ("u-1", 2)
+    session, _ = run_log(answer("r-1", "p-1", ["a"]), session)
+    assert session.pending == ()
+
+
+def test_old_turns_beyond_the_limit_are_counted_not_kept() -> None:
+    log: list[tuple[int, TokenEvent]] = []
+    for i in range(5):
+        log += answer(f"r-{i}", f"p-{i}", ["x"], first_offset=len(log))
+    session, _ = run_log(log, max_turns=3)
+    assert [t.prompt_id for t in session.turns] == ["p-2", "p-3", "p-4"]
+    assert session.dropped_turns == 2
+
+
+def test_state_round_trips_through_its_json_form() -> None:
+    session, live = run_log(answer("r-1", "p-1", ["a", "b", "c"])[:3])
+    assert session_from_dict(to_dict(session)) == session
+    assert live_from_dict(to_dict(live)) == live
