@@ -139,7 +139,8 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
     @app.page("/readyz")
     async def readyz(web: Any, request: Request) -> Response:
         recovery: Any = app.tables.recovery  # type: ignore[attr-defined]  # on TableManager, not its type
-        ready = recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing
+        assigned = bool(app.consumer.assignment())
+        ready = assigned and recovery.completed.is_set() and not recovery.in_recovery and not app.rebalancing
         response: Response = web.json({"ready": ready, "service": "sessions"}, status=200 if ready else 503)
         return response
 
