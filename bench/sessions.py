@@ -36,7 +36,14 @@ from infra.process import ManagedProcess, free_port, wait_until
 from infra.settings import TopicSettings
 from infra.topics import ensure, topic_specs
 from schemas.codec import PROMPTS, TOKENS
-from schemas.records import PromptSubmitted, ResponseCompleted, ResponseStarted, TokenDelta, now_ms
+from schemas.records import (
+    PromptSubmitted,
+    ResponseCompleted,
+    ResponseStarted,
+    TokenDelta,
+    TokenEvent,
+    now_ms,
+)
 from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
 
 
@@ -53,7 +60,7 @@ async def write_conversations(bootstrap: str, count: int, run_id: str) -> None:
             prompt = PromptSubmitted(cid, "p-1", "u-1", f"question {i}", t)
             meta = await (await producer.send(PROMPTS_TOPIC, PROMPTS.encode(prompt), key=key))
             p, rid = meta.partition, f"r-{i}"
-            events = [ResponseStarted(cid, rid, "p-1", "u-1", prompt.text, "demo", t)]
+            events: list[TokenEvent] = [ResponseStarted(cid, rid, "p-1", "u-1", prompt.text, "demo", t)]
             events += [TokenDelta(cid, rid, s, f" word{s}", t) for s in range(5)]
             events.append(ResponseCompleted(cid, rid, 4, t))
             for event in events:
@@ -161,7 +168,8 @@ def main() -> None:
             print(
                 f"{store:12} {figures['conversations']} conversations: written in {figures['write_s']:.1f}s, "
                 f"materialised in {figures['build_s']:.1f}s; after SIGKILL ready (caught up) in "
-                f"{figures['restart_ready_s']:.1f}s ({figures['restart_caught_up_s']:.1f}s) on the same disk, "
+                f"{figures['restart_ready_s']:.1f}s ({figures['restart_caught_up_s']:.1f}s) on the same disk,"
+                " "
                 f"{figures['fresh_ready_s']:.1f}s ({figures['fresh_caught_up_s']:.1f}s) on an empty one",
                 flush=True,
             )
