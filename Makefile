@@ -58,6 +58,7 @@ schemas-check: setup ## every current Avro schema against every released version
 bench: setup ## benchmarks (figures printed and written to bench/results/)
 	$(BIN)/python -m bench.codec
 	$(BIN)/python -m bench.worker
+	$(BIN)/python -m bench.sessions
 
 lock: ## re-resolve dependencies within pyproject's ranges and write constraints.txt
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv

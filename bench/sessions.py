@@ -34,7 +34,7 @@ from aiokafka.structs import TopicPartition
 from bench.worker import RESULTS, kafka
 from infra.process import ManagedProcess, free_port, wait_until
 from infra.settings import TopicSettings
-from infra.topics import ensure, topic_specs
+from infra.topics import describe, ensure, topic_specs
 from schemas.codec import PROMPTS, TOKENS
 from schemas.records import (
     PromptSubmitted,
@@ -80,10 +80,8 @@ async def lag(bootstrap: str, group: str) -> int:
             committed = await admin.list_consumer_group_offsets(group)
         except KafkaError:
             return -1  # the group has no coordinator yet: nothing committed
-        await consumer.topics()
-        partitions = consumer.partitions_for_topic(TOKENS_TOPIC) or set()
-        if not partitions:
-            return -1  # no metadata yet: not known to be caught up
+        found = await describe(bootstrap, [TOKENS_TOPIC])
+        partitions = range(found[TOKENS_TOPIC].partitions)
         tps = [TopicPartition(t, p) for t in (PROMPTS_TOPIC, TOKENS_TOPIC) for p in partitions]
         ends = await consumer.end_offsets(tps)
         return sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
@@ -129,28 +127,36 @@ def measure(bootstrap: str, count: int, store: str, workdir: Path) -> dict[str, 
     data = workdir / f"state-{run_id}"
     figures: dict[str, Any] = {"conversations": count, "store": store, "write_s": written_s}
 
-    began = time.monotonic()
-    proc, url = start(bootstrap, app_id, data, store, workdir / f"{run_id}-build.log")
-    wait_until(
-        lambda: asyncio.run(lag(bootstrap, app_id)) == 0, 900, interval_s=0.5, what="build"
-    )  # -1: not yet
-    figures["build_s"] = time.monotonic() - began
-    proc.kill()
-
-    for phase, directory in (("restart", data), ("fresh", workdir / f"fresh-{run_id}")):
+    started: list[ManagedProcess] = []
+    try:
         began = time.monotonic()
-        proc, url = start(bootstrap, app_id, directory, store, workdir / f"{run_id}-{phase}.log")
-        wait_until(lambda u=url: ready(u), 900, interval_s=0.2, what=f"{phase} ready")  # type: ignore[misc]
-        figures[f"{phase}_ready_s"] = time.monotonic() - began
-        wait_until(
-            lambda: asyncio.run(lag(bootstrap, app_id)) == 0, 900, interval_s=0.5, what=f"{phase} caught up"
-        )
-        figures[f"{phase}_caught_up_s"] = time.monotonic() - began
-        sample = f"rec-{run_id}-{count - 1}"
-        body = httpx.get(f"{url}/sessions/{sample}", timeout=10).json()
-        if body.get("turns", [{}])[0].get("answer") != "".join(f" word{s}" for s in range(5)):
-            raise AssertionError(f"{phase}: the recovered snapshot is wrong: {body}")
+        proc, url = start(bootstrap, app_id, data, store, workdir / f"{run_id}-build.log")
+        started.append(proc)
+        wait_until(lambda: asyncio.run(lag(bootstrap, app_id)) == 0, 900, interval_s=0.5, what="build")
+        figures["build_s"] = time.monotonic() - began
         proc.kill()
+
+        for phase, directory in (("restart", data), ("fresh", workdir / f"fresh-{run_id}")):
+            began = time.monotonic()
+            proc, url = start(bootstrap, app_id, directory, store, workdir / f"{run_id}-{phase}.log")
+            started.append(proc)
+            wait_until(lambda u=url: ready(u), 900, interval_s=0.2, what=f"{phase} ready")  # type: ignore[misc]
+            figures[f"{phase}_ready_s"] = time.monotonic() - began
+            wait_until(
+                lambda: asyncio.run(lag(bootstrap, app_id)) == 0,
+                900,
+                interval_s=0.5,
+                what=f"{phase} caught up",
+            )
+            figures[f"{phase}_caught_up_s"] = time.monotonic() - began
+            sample = f"rec-{run_id}-{count - 1}"
+            body = httpx.get(f"{url}/sessions/{sample}", timeout=10).json()
+            if body.get("turns", [{}])[0].get("answer") != "".join(f" word{s}" for s in range(5)):
+                raise AssertionError(f"{phase}: the recovered snapshot is wrong: {body}")
+            proc.kill()
+    finally:
+        for proc in started:
+            proc.kill()
     return figures
 
 

@@ -17,3 +17,13 @@ def test_worker_benchmark_runs_end_to_end(bootstrap: str, provisioned: TopicSett
     assert figures["deltas"] == 200
     assert figures["tokens_per_s"] > 0
     assert figures["floor_records_per_s"] > 0
+
+
+def test_sessions_recovery_benchmark_runs_end_to_end(
+    bootstrap: str, provisioned: TopicSettings, tmp_path: Path
+) -> None:
+    from bench.sessions import measure
+
+    figures = measure(bootstrap, 50, "rocksdb://", tmp_path)  # raises if a recovered snapshot is wrong
+    assert figures["restart_caught_up_s"] >= figures["restart_ready_s"] > 0
+    assert figures["fresh_caught_up_s"] >= figures["fresh_ready_s"] > 0
