@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from infra.process import ManagedProcess
+from infra.services import http_ok
 from schemas.answers import AnswerFold
 from schemas.codec import PROMPTS, TOKENS
 from schemas.records import PromptRecord, ResponseStarted, TokenEvent
@@ -104,14 +105,6 @@ def start_worker(
     from infra.process import free_port
 
     port = free_port()
-    import httpx
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     return services.start(
         name,
         [sys.executable, "-m", "pipeline", "worker"],
@@ -125,7 +118,7 @@ def start_worker(
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         },
-        ready=ready,
+        ready=http_ok(f"http://127.0.0.1:{port}/readyz"),
         timeout_s=60,
     )
 
@@ -156,19 +149,10 @@ def start_sessions(
     env: Mapping[str, str] | None = None,
 ) -> tuple[ManagedProcess, str]:
     """The session-state app as a real process; (process, base URL), ready once recovered."""
-    import httpx
-
     from infra.process import free_port
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     proc = services.start(
         name,
         [sys.executable, "-m", "pipeline", "sessions"],
@@ -181,7 +165,7 @@ def start_sessions(
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         },
-        ready=ready,
+        ready=http_ok(f"{url}/readyz"),
         timeout_s=90,
     )
     return proc, url
