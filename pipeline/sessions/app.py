@@ -15,19 +15,20 @@ Web (Faust's own server):
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import replace
 from typing import Any, NoReturn
 
 import faust
 from faust.web import Request, Response, View
 
-import schemas.faust_codec  # noqa: F401 - registers the topic codecs with Faust
 from infra.topics import TopicSpec, describe, ensure
 from pipeline.sessions.codec import StateValue
 from pipeline.sessions.settings import SessionsSettings
 from pipeline.sessions.snapshot import snapshot
 from pipeline.sessions.state import LiveAnswer, Session, evolve_live, evolve_session
-from schemas.faust_codec import PROMPTS_CODEC, TOKENS_CODEC
+from schemas.codec import PROMPTS, TOKENS, TopicCodec
+from schemas.errors import DecodeError
 from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
 
 
@@ -68,20 +69,32 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 5),
     )
+    # Values arrive as bytes and are decoded in the agents: a record Faust itself could not decode
+    # stalled its stream, while our DecodeError is skipped and counted, with where it lives.
     prompts = app.topic(
         PROMPTS_TOPIC,
         key_serializer="raw",
-        value_serializer=PROMPTS_CODEC,
+        value_serializer="raw",
         partitions=settings.partitions,
         internal=False,
     )
     tokens = app.topic(
         TOKENS_TOPIC,
         key_serializer="raw",
-        value_serializer=TOKENS_CODEC,
+        value_serializer="raw",
         partitions=settings.partitions,
         internal=False,
     )
+    decode_errors = {"count": 0}
+
+    def decode(codec: TopicCodec[Any], event: Any) -> Any:
+        try:
+            return codec.decode(event.value, partition=event.message.partition, offset=event.message.offset)
+        except DecodeError as exc:
+            decode_errors["count"] += 1
+            log.warning("skipping an undecodable record: %s", exc)
+            return None
+
     sessions = app.Table(TABLES[0], partitions=settings.partitions, key_type=bytes, value_type=StateValue)
     live = app.Table(TABLES[1], partitions=settings.partitions, key_type=bytes, value_type=StateValue)
 
@@ -92,23 +105,29 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
     @app.agent(prompts)
     async def apply_prompts(stream: Any) -> None:
         async for event in stream.events():
+            record = decode(PROMPTS, event)
+            if record is None or event.key is None:
+                continue
             key = event.key
             session, _ = load(key)
-            updated = evolve_session(session, event.value, event.message.offset, max_turns=settings.max_turns)
+            updated = evolve_session(session, record, event.message.offset, max_turns=settings.max_turns)
             if updated is not session:
                 sessions[key] = updated
 
     @app.agent(tokens)
     async def apply_tokens(stream: Any) -> None:
         async for event in stream.events():
+            record = decode(TOKENS, event)
+            if record is None or event.key is None:
+                continue
             key, offset = event.key, event.message.offset
             session, answer = load(key)
             updated = evolve_session(
-                session, event.value, offset, live_before=answer, max_turns=settings.max_turns
+                session, record, offset, live_before=answer, max_turns=settings.max_turns
             )
             if updated is not session:
                 sessions[key] = updated
-            live_after = evolve_live(answer, event.value, offset)
+            live_after = evolve_live(answer, record, offset)
             if live_after is not answer:
                 live[key] = live_after
 
@@ -146,6 +165,8 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
 
     return app
 
+
+log = logging.getLogger(__name__)
 
 TABLES = ("sessions", "live")
 

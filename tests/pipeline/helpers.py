@@ -15,6 +15,7 @@ from infra.process import ManagedProcess
 from infra.services import http_ok
 from schemas.answers import AnswerFold
 from schemas.codec import PROMPTS, TOKENS
+from schemas.errors import DecodeError
 from schemas.records import PromptRecord, ResponseStarted, TokenEvent
 from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
 from tests.harness import ServiceRunner
@@ -42,6 +43,8 @@ class Transcript:
 
     events: list[tuple[int, TokenEvent]] = field(default_factory=list)
     answers: dict[str, AnswerFold] = field(default_factory=dict)
+    undecodable: list[int] = field(default_factory=list)
+    """Offsets of records that are not tokenlog events (skipped, as every reader does)."""
 
     def add(self, offset: int, event: TokenEvent) -> None:
         self.events.append((offset, event))
@@ -80,9 +83,12 @@ async def read_transcript(
             batch = await consumer.getmany(tp, timeout_ms=200)
             for msg in batch.get(tp, []):
                 if msg.key is not None and msg.key.decode() in wanted:
-                    transcript.add(
-                        msg.offset, TOKENS.decode(msg.value, partition=partition, offset=msg.offset)
-                    )
+                    try:
+                        event = TOKENS.decode(msg.value, partition=partition, offset=msg.offset)
+                    except DecodeError:
+                        transcript.undecodable.append(msg.offset)
+                        continue
+                    transcript.add(msg.offset, event)
         return transcript
     finally:
         await consumer.stop()

@@ -26,6 +26,18 @@ from tests.pipeline.helpers import (
 pytestmark = pytest.mark.integration
 
 
+async def _produce_garbage(bootstrap: str, cid: str) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for topic in ("conversation.prompts", "conversation.tokens"):
+            await producer.send_and_wait(topic, b"not avro at all", key=cid.encode())
+    finally:
+        await producer.stop()
+
+
 def _snapshot_turns(snap: dict) -> list[tuple[str, str, str]]:  # type: ignore[type-arg]
     return [(t["prompt_id"], t["status"], t["answer"]) for t in snap["turns"]]
 
@@ -37,6 +49,7 @@ def test_snapshot_of_a_scripted_conversation_equals_the_log_and_names_its_last_e
     _, url = start_sessions(services, bootstrap, "s1", unique("sessions"), data_dir=str(tmp_path / "s1"))
     cid = unique("conv")
     ids = ["p-1", "p-2", "p-3", "p-4"]
+    asyncio.run(_produce_garbage(bootstrap, cid))  # an undecodable record first: skipped, not a stall
     [(partition, _), *_] = asyncio.run(
         submit(
             bootstrap,
@@ -68,6 +81,7 @@ def test_snapshot_of_a_scripted_conversation_equals_the_log_and_names_its_last_e
     )
     transcript = asyncio.run(read_transcript(bootstrap, partition, [cid], all_finished(ids)))
     last_offset = transcript.events[-1][0]
+    assert len(transcript.undecodable) == 1
 
     snap = asyncio.run(snapshot_at(url, cid, last_offset))
     assert _snapshot_turns(snap) == turns_from_log(transcript)
