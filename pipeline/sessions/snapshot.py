@@ -29,6 +29,7 @@ from schemas.cursor import Cursor
 
 def snapshot(session: Session, live: LiveAnswer, *, epoch: str, partition: int) -> dict[str, Any]:
     last = max(session.tokens_offset, live.tokens_offset)
+    live_prompt = live.turn.prompt_id if live.turn is not None else None
     return {
         "conversation_id": session.conversation_id,
         "owner": session.owner,
@@ -37,5 +38,6 @@ def snapshot(session: Session, live: LiveAnswer, *, epoch: str, partition: int) 
         "turns": to_dict(session.turns),
         "dropped_turns": session.dropped_turns,
         "live": to_dict(live.turn) if live.turn is not None else None,
-        "pending": to_dict(session.pending),
+        # A prompt whose answer is already live is not pending (its event may trail the answer's).
+        "pending": to_dict(tuple(p for p in session.pending if p.prompt_id != live_prompt)),
     }

@@ -222,11 +222,13 @@ def evolve_session(
         if finished is None or any(t.response_id == finished.response_id for t in session.turns):
             return replace(session, tokens_offset=offset)
         turns = (*session.turns, finished)
+        # The prompt's own event may be applied after its answer's (two topics, two agents).
+        pending = tuple(p for p in session.pending if p.prompt_id != finished.prompt_id)
         dropped = session.dropped_turns
         if len(turns) > max_turns:
             dropped += len(turns) - max_turns
             turns = turns[-max_turns:]
-        return replace(session, turns=turns, dropped_turns=dropped, tokens_offset=offset)
+        return replace(session, turns=turns, dropped_turns=dropped, pending=pending, tokens_offset=offset)
     return session  # deltas and takeovers only touch the live answer
 
 

@@ -129,3 +129,16 @@ def test_state_round_trips_through_its_json_form() -> None:
     session, live = run_log(answer("r-1", "p-1", ["a", "b", "c"])[:3])
     assert session_from_dict(to_dict(session)) == session
     assert live_from_dict(to_dict(live)) == live
+
+
+def test_a_prompt_applied_after_its_answer_is_not_left_pending() -> None:
+    """The prompts and tokens agents run independently: a prompt event may trail its answer."""
+    log = answer("r-1", "p-1", ["a"])
+    session, live = run_log(log[:2])
+    session = evolve_session(session, PromptSubmitted(C, "p-1", "u-1", "q1", 1), 0)
+    from pipeline.sessions.snapshot import snapshot
+
+    assert snapshot(session, live, epoch="e", partition=0)["pending"] == []
+    session, _ = run_log(log[2:], session, live)
+    assert session.pending == ()
+    assert [t.prompt_id for t in session.turns] == ["p-1"]
