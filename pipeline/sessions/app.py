@@ -21,9 +21,11 @@ from typing import Any, NoReturn
 
 import faust
 from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from infra.topics import TopicSpec, describe, ensure
 from pipeline.sessions.codec import StateValue
+from pipeline.sessions.metrics import SessionsMetrics
 from pipeline.sessions.settings import SessionsSettings
 from pipeline.sessions.snapshot import snapshot
 from pipeline.sessions.state import LiveAnswer, Session, evolve_live, evolve_session
@@ -85,13 +87,13 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
         partitions=settings.partitions,
         internal=False,
     )
-    decode_errors = {"count": 0}
+    metrics = SessionsMetrics()
 
     def decode(codec: TopicCodec[Any], event: Any) -> Any:
         try:
             return codec.decode(event.value, partition=event.message.partition, offset=event.message.offset)
         except DecodeError as exc:
-            decode_errors["count"] += 1
+            metrics.decode_errors.labels(codec.topic).inc()
             log.warning("skipping an undecodable record: %s", exc)
             return None
 
@@ -113,6 +115,9 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
             updated = evolve_session(session, record, event.message.offset, max_turns=settings.max_turns)
             if updated is not session:
                 sessions[key] = updated
+                metrics.applied.labels(PROMPTS_TOPIC).inc()
+            else:
+                metrics.ignored.labels(PROMPTS_TOPIC).inc()
 
     @app.agent(tokens)
     async def apply_tokens(stream: Any) -> None:
@@ -130,6 +135,8 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
             live_after = evolve_live(answer, record, offset)
             if live_after is not answer:
                 live[key] = live_after
+            changed = updated is not session or live_after is not answer
+            (metrics.applied if changed else metrics.ignored).labels(TOKENS_TOPIC).inc()
 
     @app.page("/sessions/{conversation_id}")
     class SessionView(View):
@@ -139,6 +146,7 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
             key = conversation_id.encode()
             session, answer = sessions.get(key), live.get(key)
             if session is None and answer is None:
+                metrics.snapshots.labels("404").inc()
                 error = {
                     "code": "unknown_conversation",
                     "message": f"no conversation {conversation_id!r} in the log",
@@ -148,11 +156,21 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
             body = snapshot(
                 session or Session(conversation_id), answer or LiveAnswer(), epoch=epoch, partition=partition
             )
+            metrics.snapshots.labels("200").inc()
             return self.json(body)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Request) -> Response:
         response: Response = web.json({"status": "ok", "service": "sessions"})
+        return response
+
+    @app.page("/metrics")
+    async def prometheus(web: Any, request: Request) -> Response:
+        metrics.conversations.set(len(sessions))
+        metrics.live_answers.set(sum(1 for value in live.values() if value.turn is not None))
+        # aiohttp refuses a charset inside content_type; the exposition format's version is enough.
+        content_type = CONTENT_TYPE_LATEST.split("; charset")[0]
+        response: Response = web.bytes(generate_latest(metrics.registry), content_type=content_type)
         return response
 
     @app.page("/readyz")

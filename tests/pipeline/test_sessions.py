@@ -93,6 +93,13 @@ def test_snapshot_of_a_scripted_conversation_equals_the_log_and_names_its_last_e
     assert snap["live"] is None
     assert snap["pending"] == []
 
+    import httpx
+
+    metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    assert 'tokenlog_sessions_decode_errors_total{topic="conversation.tokens"} 1.0' in metrics
+    assert 'tokenlog_sessions_decode_errors_total{topic="conversation.prompts"} 1.0' in metrics
+    assert 'tokenlog_sessions_snapshots_served_total{status="200"}' in metrics
+
 
 def test_an_unknown_conversation_is_a_clear_404(
     bootstrap: str, provisioned: TopicSettings, services: ServiceRunner, tmp_path: Path

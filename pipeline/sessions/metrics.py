@@ -1,0 +1,45 @@
+"""Prometheus metrics of the session-state app, in a registry of its own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+@dataclass
+class SessionsMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.applied = Counter(
+            "tokenlog_sessions_events_applied",
+            "Events that changed a session, by topic",
+            ["topic"],
+            registry=r,
+        )
+        self.ignored = Counter(
+            "tokenlog_sessions_events_ignored",
+            "Events applied before (re-delivery) or not changing state, by topic",
+            ["topic"],
+            registry=r,
+        )
+        self.decode_errors = Counter(
+            "tokenlog_sessions_decode_errors",
+            "Records skipped because they are not tokenlog events",
+            ["topic"],
+            registry=r,
+        )
+        self.snapshots = Counter(
+            "tokenlog_sessions_snapshots_served",
+            "Snapshot requests answered here, by status",
+            ["status"],
+            registry=r,
+        )
+        self.conversations = Gauge(
+            "tokenlog_sessions_conversations", "Conversations in this worker's tables", registry=r
+        )
+        self.live_answers = Gauge(
+            "tokenlog_sessions_live_answers", "Answers being written, in this worker's tables", registry=r
+        )
