@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any, NoReturn
 
 import faust
@@ -24,6 +26,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from infra.topics import TopicSpec, describe, ensure
+from pipeline.sessions.analytics import add, answer_metric, public
 from pipeline.sessions.codec import StateValue
 from pipeline.sessions.metrics import SessionsMetrics
 from pipeline.sessions.settings import SessionsSettings
@@ -97,6 +100,20 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
             log.warning("skipping an undecodable record: %s", exc)
             return None
 
+    usage_topic = app.topic(
+        usage_topic_name(settings),
+        key_serializer="json",
+        value_serializer="json",
+        partitions=settings.partitions,
+        internal=False,
+    )
+    # Windowed keys are (key, window) tuples, which only the json key codec carries; the usage topic
+    # uses the same codec so a model's table partition is where the router looks for it.
+    # Any: the WindowWrapper protocol lacks relative_to, which the class has.
+    usage: Any = app.Table(TABLES[2], default=dict, partitions=settings.partitions).tumbling(
+        timedelta(seconds=settings.window_s), expires=timedelta(hours=1)
+    )
+    models_here: set[str] = set()
     sessions = app.Table(TABLES[0], partitions=settings.partitions, key_type=bytes, value_type=StateValue)
     live = app.Table(TABLES[1], partitions=settings.partitions, key_type=bytes, value_type=StateValue)
 
@@ -135,8 +152,33 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
             live_after = evolve_live(answer, record, offset)
             if live_after is not answer:
                 live[key] = live_after
+            metric = answer_metric(record, answer, live_after)
+            if metric is not None:
+                await usage_topic.send(key=metric["model"], value=metric)
             changed = updated is not session or live_after is not answer
             (metrics.applied if changed else metrics.ignored).labels(TOKENS_TOPIC).inc()
+
+    @app.agent(usage_topic)
+    async def count_usage(stream: Any) -> None:
+        async for event in stream.events():
+            models_here.add(event.key)
+            usage[event.key] = add(usage[event.key].current(), event.value)
+
+    @app.page("/analytics/models/{model}")
+    class UsageView(View):
+        @app.table_route(table=usage, match_info="model")
+        async def get(self: View, request: Request, *_: Any, **__: Any) -> Response:
+            model = request.match_info["model"]
+            now = time.time()
+            current = usage.relative_to(now)[model].value()
+            previous = usage.relative_to(now - settings.window_s)[model].value()
+            body = {
+                "model": model,
+                "window_s": settings.window_s,
+                "current": public(current),
+                "previous": public(previous),
+            }
+            return self.json(body)
 
     @app.page("/sessions/{conversation_id}")
     class SessionView(View):
@@ -168,6 +210,10 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
     async def prometheus(web: Any, request: Request) -> Response:
         metrics.conversations.set(len(sessions))
         metrics.live_answers.set(sum(1 for value in live.values() if value.turn is not None))
+        for model in models_here:
+            current = public(usage.relative_to(time.time())[model].value())
+            for name, value in current.items():
+                metrics.usage.labels(model, name).set(value)
         # aiohttp refuses a charset inside content_type; the exposition format's version is enough.
         content_type = CONTENT_TYPE_LATEST.split("; charset")[0]
         response: Response = web.bytes(generate_latest(metrics.registry), content_type=content_type)
@@ -186,22 +232,36 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
 
 log = logging.getLogger(__name__)
 
-TABLES = ("sessions", "live")
+TABLES = ("sessions", "live", "usage")
+
+
+def usage_topic_name(settings: SessionsSettings) -> str:
+    return f"{settings.app_id}-usage-by-model"
 
 
 def changelog_specs(settings: SessionsSettings) -> list[TopicSpec]:
     """The tables' changelog topics, declared by us (compacted, co-partitioned) rather than left
     to Faust, which did not always create the second one against a broker that refuses to
     auto-create topics."""
-    return [
+    specs = [
         TopicSpec(
             f"{settings.app_id}-{name}-changelog",
             settings.partitions,
             settings.replication_factor,
-            {"cleanup.policy": "compact"},
+            {"cleanup.policy": "compact,delete" if name == "usage" else "compact"},
         )
         for name in TABLES
     ]
+    # Answer metrics repartitioned by model, for the usage table.
+    specs.append(
+        TopicSpec(
+            usage_topic_name(settings),
+            settings.partitions,
+            settings.replication_factor,
+            {"cleanup.policy": "delete", "retention.ms": str(24 * 3600 * 1000)},
+        )
+    )
+    return specs
 
 
 async def topic_partitions(bootstrap: str) -> int:

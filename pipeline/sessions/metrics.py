@@ -40,6 +40,12 @@ class SessionsMetrics:
         self.conversations = Gauge(
             "tokenlog_sessions_conversations", "Conversations in this worker's tables", registry=r
         )
+        self.usage = Gauge(
+            "tokenlog_sessions_usage_current_window",
+            "Usage analytics of the current window for the models whose table partition lives here",
+            ["model", "figure"],
+            registry=r,
+        )
         self.live_answers = Gauge(
             "tokenlog_sessions_live_answers", "Answers being written, in this worker's tables", registry=r
         )

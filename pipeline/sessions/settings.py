@@ -23,6 +23,8 @@ class SessionsSettings:
     web_host: str = "127.0.0.1"
     web_port: int = 18082
     max_turns: int = 50
+    window_s: int = 60
+    """Width of the usage analytics' tumbling windows."""
     session_timeout_s: float = 10.0
     """Kafka group session timeout: how long a killed worker's partitions wait before another
     takes them (Faust's default of 60 s makes a restart after SIGKILL wait a minute)."""
@@ -42,6 +44,7 @@ class SessionsSettings:
             web_host=env_str(env, "TOKENLOG_SESSIONS_HOST", d.web_host),
             web_port=env_int(env, "TOKENLOG_SESSIONS_PORT", d.web_port),
             max_turns=env_int(env, "TOKENLOG_SESSIONS_MAX_TURNS", d.max_turns),
+            window_s=env_int(env, "TOKENLOG_SESSIONS_WINDOW_S", d.window_s),
             session_timeout_s=env_float(env, "TOKENLOG_SESSIONS_SESSION_TIMEOUT_S", d.session_timeout_s),
             epoch=env_str(env, "TOKENLOG_LOG_EPOCH", d.epoch),
         )

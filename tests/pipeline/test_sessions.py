@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,6 +100,23 @@ def test_snapshot_of_a_scripted_conversation_equals_the_log_and_names_its_last_e
     assert 'tokenlog_sessions_decode_errors_total{topic="conversation.tokens"} 1.0' in metrics
     assert 'tokenlog_sessions_decode_errors_total{topic="conversation.prompts"} 1.0' in metrics
     assert 'tokenlog_sessions_snapshots_served_total{status="200"}' in metrics
+
+    from tests.harness import wait_for
+
+    def counted() -> bool:
+        body: dict[str, Any] = httpx.get(f"{url}/analytics/models/tokenlog-demo-1", timeout=10).json()
+        both = [body["current"], body["previous"]]
+        return bool(
+            sum(w["started"] for w in both) >= 4
+            and sum(w["completed"] for w in both) >= 2
+            and sum(w["failed"] for w in both) >= 1
+            and sum(w["cancelled"] for w in both) >= 1
+            and max(w["ttft_max_ms"] for w in both) > 0
+        )
+
+    asyncio.run(wait_for(counted, timeout_s=30))
+    exposed = httpx.get(f"{url}/metrics", timeout=10).text
+    assert 'tokenlog_sessions_usage_current_window{figure="started",model="tokenlog-demo-1"}' in exposed
 
 
 def test_an_unknown_conversation_is_a_clear_404(

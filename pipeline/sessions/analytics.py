@@ -1,0 +1,82 @@
+"""Usage analytics per model: pure aggregation of answer metrics into window buckets.
+
+The tokens agent turns each newly applied start or end of an answer into a metric (nothing for
+re-delivered events, which the reducers already ignore) and sends it, keyed by model, to a
+repartition topic; a second agent folds it into a tumbling-window table, so one worker holds
+all of a model's figures.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.sessions.state import LiveAnswer
+from schemas.records import ResponseCancelled, ResponseCompleted, ResponseFailed, ResponseStarted, TokenEvent
+
+OUTCOMES: dict[type[Any], str] = {
+    ResponseCompleted: "completed",
+    ResponseFailed: "failed",
+    ResponseCancelled: "cancelled",
+}
+KINDS = ("started", "completed", "failed", "cancelled")
+
+
+def answer_metric(event: TokenEvent, before: LiveAnswer, after: LiveAnswer) -> dict[str, Any] | None:
+    """The metric of an answer's start or end as the live answer just applied it, else None."""
+    if after is before:
+        return None  # re-delivered or not part of the answer
+    if isinstance(event, ResponseStarted):
+        if after.turn is None or after.turn.response_id != event.response_id:
+            return None
+        return {"kind": "started", "model": event.model, "conversation_id": event.conversation_id}
+    outcome = OUTCOMES.get(type(event))
+    ended = after.ended
+    if outcome is None or ended is None or ended is before.ended or ended.response_id != event.response_id:
+        return None
+    return {
+        "kind": outcome,
+        "model": ended.model,
+        "conversation_id": event.conversation_id,
+        "tokens": ended.completion_tokens or ended.last_seq + 1,
+        "ttft_ms": ended.first_token_at - ended.started_at if ended.first_token_at else None,
+        "duration_ms": max(0, ended.ended_at - ended.started_at),
+    }
+
+
+def empty_stats() -> dict[str, Any]:
+    return {
+        **dict.fromkeys(KINDS, 0),
+        "tokens": 0,
+        "ttft_count": 0,
+        "ttft_sum_ms": 0,
+        "ttft_max_ms": 0,
+        "duration_count": 0,
+        "duration_sum_ms": 0,
+        "duration_max_ms": 0,
+        "conversations": [],
+    }
+
+
+def add(stats: dict[str, Any] | None, metric: dict[str, Any]) -> dict[str, Any]:
+    """``stats`` with ``metric`` counted in (a new dict; the input is left as it was)."""
+    out = {**empty_stats(), **(stats or {})}
+    out[metric["kind"]] += 1
+    if metric["conversation_id"] not in out["conversations"]:
+        out["conversations"] = [*out["conversations"], metric["conversation_id"]]
+    if metric["kind"] != "started":
+        out["tokens"] += metric["tokens"]
+        if metric["ttft_ms"] is not None:
+            out["ttft_count"] += 1
+            out["ttft_sum_ms"] += metric["ttft_ms"]
+            out["ttft_max_ms"] = max(out["ttft_max_ms"], metric["ttft_ms"])
+        out["duration_count"] += 1
+        out["duration_sum_ms"] += metric["duration_ms"]
+        out["duration_max_ms"] = max(out["duration_max_ms"], metric["duration_ms"])
+    return out
+
+
+def public(stats: dict[str, Any] | None) -> dict[str, Any]:
+    """The stats as served: the conversation ids replaced by their count."""
+    full = {**empty_stats(), **(stats or {})}
+    conversations = full.pop("conversations")
+    return {**full, "active_conversations": len(conversations)}
