@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +98,11 @@ def test_snapshot_of_a_scripted_conversation_equals_the_log_and_names_its_last_e
     import httpx
 
     metrics = httpx.get(f"{url}/metrics", timeout=10).text
-    assert 'tokenlog_sessions_decode_errors_total{topic="conversation.tokens"} 1.0' in metrics
-    assert 'tokenlog_sessions_decode_errors_total{topic="conversation.prompts"} 1.0' in metrics
+    # At least the records this test wrote (the shared topics may hold other tests' too).
+    for topic in ("conversation.tokens", "conversation.prompts"):
+        found = re.search(rf'tokenlog_sessions_decode_errors_total{{topic="{topic}"}} ([0-9.]+)', metrics)
+        assert found is not None
+        assert float(found.group(1)) >= 1
     assert 'tokenlog_sessions_snapshots_served_total{status="200"}' in metrics
 
     from tests.harness import wait_for
