@@ -210,3 +210,12 @@ def test_two_workers_share_the_tables_and_either_answers_for_any_conversation(
             snap = asyncio.run(snapshot_at(url, cid, transcript.events[-1][0]))
             assert snap["conversation_id"] == cid
             assert _snapshot_turns(snap) == turns_from_log(transcript)
+
+    # The usage table is partitioned by model: both workers answer with the one owner's figures.
+    def usage_from(url: str) -> tuple[int, int]:
+        body = httpx.get(f"{url}/analytics/models/tokenlog-demo-1", timeout=10).json()
+        windows = (body["current"], body["previous"])
+        return sum(w["started"] for w in windows), sum(w["completed"] for w in windows)
+
+    asyncio.run(wait_for(lambda: usage_from(url1)[1] >= len(conversations), timeout_s=30))
+    assert usage_from(url1) == usage_from(url2)
