@@ -217,5 +217,10 @@ def test_two_workers_share_the_tables_and_either_answers_for_any_conversation(
         windows = (body["current"], body["previous"])
         return sum(w["started"] for w in windows), sum(w["completed"] for w in windows)
 
-    asyncio.run(wait_for(lambda: usage_from(url1)[1] >= len(conversations), timeout_s=30))
-    assert usage_from(url1) == usage_from(url2)
+    # Figures grow while the app works through older events of the shared topics; once it has
+    # caught up, both workers give the same figures.
+    def settled() -> bool:
+        first = usage_from(url1)
+        return first[1] >= len(conversations) and first == usage_from(url2)
+
+    asyncio.run(wait_for(settled, timeout_s=60, interval_s=0.5))
