@@ -185,7 +185,8 @@ def kafka_version(cp: str) -> str:
 # --------------------------------------------------------------------------- the broker
 
 
-async def _answers_metadata(bootstrap: str, timeout_s: float) -> dict[str, object]:
+async def cluster_metadata(bootstrap: str, timeout_s: float) -> dict[str, object]:
+    """``describe_cluster`` of ``bootstrap``; ``BrokerUnreachableError`` when it lists no broker yet."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000) + 1000)
@@ -213,7 +214,7 @@ def wait_for_metadata(
                 log_tail=_log_tail(log),
             )
         try:
-            return asyncio.run(_answers_metadata(bootstrap, 2.0))
+            return asyncio.run(cluster_metadata(bootstrap, 2.0))
         except Exception as exc:  # noqa: BLE001 - any failure here means "not ready yet"
             last = exc
             time.sleep(0.2)

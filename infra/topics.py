@@ -191,6 +191,22 @@ async def ensure(bootstrap: str, specs: Iterable[TopicSpec]) -> Plan:
     return todo
 
 
+async def shared_partition_count(bootstrap: str, names: Iterable[str]) -> int:
+    """The one partition count of ``names``; ``TopicMismatchError`` naming what to do when a topic
+    is missing or they are not co-partitioned."""
+    names = tuple(names)
+    found = await describe(bootstrap, list(names))
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise TopicMismatchError(
+            f"topics missing: {missing}; create them with `python -m infra.topics ensure`"
+        )
+    counts = {n: found[n].partitions for n in names}
+    if len(set(counts.values())) != 1:
+        raise TopicMismatchError(f"topics are not co-partitioned (same partition count): {counts}")
+    return counts[names[0]]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.topics")
     parser.add_argument("command", choices=["ensure", "list"])

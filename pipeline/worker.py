@@ -35,8 +35,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
+from infra.topics import shared_partition_count
 from pipeline.answer_index import IndexEntry, IndexKey, KafkaAnswerIndex, decode_entry, decode_key
-from pipeline.errors import PipelineError
 from pipeline.generation import AnswerJob, Generator
 from pipeline.ids import response_id
 from pipeline.metrics import WorkerMetrics
@@ -127,7 +127,10 @@ class Worker:
 
     async def run(self) -> None:
         """Consume until ``stop()``; then finish or hand over in-flight answers and leave."""
-        await check_topics(self.settings.bootstrap_servers)
+        # Fail fast, naming what to do, when the topics are missing or not co-partitioned.
+        await shared_partition_count(
+            self.settings.bootstrap_servers, (PROMPTS_TOPIC, TOKENS_TOPIC, ANSWERS_TOPIC, DEADLETTER_TOPIC)
+        )
         await self._producer.start()
         await self._reader.start()
         self._consumer.subscribe([PROMPTS_TOPIC], listener=_Listener(self))
@@ -436,20 +439,6 @@ class Worker:
                 if msg.offset >= end:
                     return
                 yield msg
-
-
-async def check_topics(bootstrap: str) -> None:
-    """Fail fast, and say what to do, when the topics are missing or not co-partitioned."""
-    from infra.topics import describe
-
-    needed = (PROMPTS_TOPIC, TOKENS_TOPIC, ANSWERS_TOPIC, DEADLETTER_TOPIC)
-    found = await describe(bootstrap, list(needed))
-    missing = [t for t in needed if t not in found]
-    if missing:
-        raise PipelineError(f"topics missing: {missing}; create them with `python -m infra.topics ensure`")
-    counts = {t: found[t].partitions for t in needed}
-    if len(set(counts.values())) != 1:
-        raise PipelineError(f"topics are not co-partitioned (same partition count): {counts}")
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -25,7 +25,9 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from infra.topics import TopicSpec, describe, ensure
+from infra.broker import cluster_metadata
+from infra.errors import InfraError
+from infra.topics import TopicSpec, ensure, shared_partition_count
 from pipeline.sessions.analytics import add, answer_metric, public
 from pipeline.sessions.codec import StateValue
 from pipeline.sessions.metrics import SessionsMetrics
@@ -39,15 +41,8 @@ from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
 
 async def cluster_epoch(bootstrap: str) -> str:
     """The Kafka cluster id: it changes when the log is reset (storage formatted anew)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        cluster = await admin.describe_cluster()
-        return str(cluster["cluster_id"])
-    finally:
-        await admin.close()
+    cluster = await cluster_metadata(bootstrap, timeout_s=30)
+    return str(cluster["cluster_id"])
 
 
 def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
@@ -264,20 +259,15 @@ def changelog_specs(settings: SessionsSettings) -> list[TopicSpec]:
     return specs
 
 
-async def topic_partitions(bootstrap: str) -> int:
-    """The partition count of the source topics, which the tables must share."""
-    found = await describe(bootstrap, [PROMPTS_TOPIC, TOKENS_TOPIC])
-    counts = {name: found[name].partitions for name in (PROMPTS_TOPIC, TOKENS_TOPIC) if name in found}
-    if len(counts) != 2 or len(set(counts.values())) != 1:
-        raise SystemExit(
-            f"error: {PROMPTS_TOPIC} and {TOKENS_TOPIC} must exist with the same partition count "
-            f"(found {counts}); run `python -m infra.topics ensure`"
-        )
-    return next(iter(counts.values()))
-
-
 def run(settings: SessionsSettings) -> NoReturn:
-    settings = replace(settings, partitions=asyncio.run(topic_partitions(settings.bootstrap_servers)))
+    try:
+        # The tables share the source topics' partition count (co-partitioning).
+        partitions = asyncio.run(
+            shared_partition_count(settings.bootstrap_servers, (PROMPTS_TOPIC, TOKENS_TOPIC))
+        )
+    except InfraError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    settings = replace(settings, partitions=partitions)
     asyncio.run(ensure(settings.bootstrap_servers, changelog_specs(settings)))
     epoch = settings.epoch or asyncio.run(cluster_epoch(settings.bootstrap_servers))
     app = create_app(settings, epoch)

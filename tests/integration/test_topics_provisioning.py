@@ -40,3 +40,16 @@ async def test_ensure_refuses_an_existing_topic_with_another_partition_count(boo
     with pytest.raises(TopicMismatchError, match="has 2 partitions, spec says 4"):
         await ensure(bootstrap, [_spec(name, partitions=4)])
     assert (await describe(bootstrap, [name]))[name].partitions == 2
+
+
+async def test_shared_partition_count_names_missing_and_mismatched_topics(bootstrap: str) -> None:
+    from infra.topics import shared_partition_count
+
+    a = await create_topic(bootstrap, unique("t.a"), partitions=3)
+    b = await create_topic(bootstrap, unique("t.b"), partitions=3)
+    c = await create_topic(bootstrap, unique("t.c"), partitions=2)
+    assert await shared_partition_count(bootstrap, (a, b)) == 3
+    with pytest.raises(TopicMismatchError, match="not co-partitioned"):
+        await shared_partition_count(bootstrap, (a, c))
+    with pytest.raises(TopicMismatchError, match="topics missing"):
+        await shared_partition_count(bootstrap, (a, unique("t.never")))
