@@ -8,7 +8,9 @@ at-least-once; the reducers apply each offset once, so re-delivery never doubles
 Web (Faust's own server):
 
 - ``GET /sessions/{conversation_id}``: the snapshot (``snapshot.py``), routed to the worker that
-  owns the key's partition when several workers share the tables; 404 for an unknown one.
+  owns the key's partition when several workers share the tables; 404 for an unknown one, with
+  the ``cursor`` up to which the partition has been applied (the conversation has no event at or
+  before it), or ``null`` when this worker has applied nothing there since it started.
 - ``GET /healthz``, ``GET /readyz`` (recovery done, not rebalancing).
 """
 
@@ -35,6 +37,7 @@ from pipeline.sessions.settings import SessionsSettings
 from pipeline.sessions.snapshot import snapshot
 from pipeline.sessions.state import LiveAnswer, Session, evolve_live, evolve_session
 from schemas.codec import PROMPTS, TOKENS, TopicCodec
+from schemas.cursor import Cursor
 from schemas.errors import DecodeError
 from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
 
@@ -131,11 +134,16 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
             else:
                 metrics.ignored.labels(PROMPTS_TOPIC).inc()
 
+    # Per tokens partition, the last offset this worker has applied: a conversation it does not
+    # know has no event at or below it, so a gateway can hydrate a new one without a log scan.
+    applied: dict[int, int] = {}
+
     @app.agent(tokens)
     async def apply_tokens(stream: Any) -> None:
         async for event in stream.events():
             record = decode(TOKENS, event)
             if record is None or event.key is None:
+                applied[event.message.partition] = event.message.offset
                 continue
             key, offset = event.key, event.message.offset
             session, answer = load(key)
@@ -150,6 +158,7 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
             metric = answer_metric(record, answer, live_after)
             if metric is not None:
                 await usage_topic.send(key=metric["model"], value=metric)
+            applied[event.message.partition] = offset
             changed = updated is not session or live_after is not answer
             (metrics.applied if changed else metrics.ignored).labels(TOKENS_TOPIC).inc()
 
@@ -182,16 +191,23 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
             conversation_id = request.match_info["conversation_id"]
             key = conversation_id.encode()
             session, answer = sessions.get(key), live.get(key)
+            partition = app.producer.key_partition(TOKENS_TOPIC, key).partition
+            upto = applied.get(partition)
             if session is None and answer is None:
                 metrics.snapshots.labels("404").inc()
                 error = {
                     "code": "unknown_conversation",
                     "message": f"no conversation {conversation_id!r} in the log",
                 }
-                return self.json({"error": error}, status=404)
-            partition = app.producer.key_partition(TOKENS_TOPIC, key).partition
+                # "Unknown as of this cursor" (null when this worker has applied nothing there yet).
+                cursor = Cursor(epoch, partition, upto).format() if upto is not None else None
+                return self.json({"error": error, "partition": partition, "cursor": cursor}, status=404)
             body = snapshot(
-                session or Session(conversation_id), answer or LiveAnswer(), epoch=epoch, partition=partition
+                session or Session(conversation_id),
+                answer or LiveAnswer(),
+                epoch=epoch,
+                partition=partition,
+                applied_upto=-1 if upto is None else upto,
             )
             metrics.snapshots.labels("200").inc()
             return self.json(body)

@@ -27,8 +27,13 @@ from pipeline.sessions.state import LiveAnswer, Session, to_dict
 from schemas.cursor import Cursor
 
 
-def snapshot(session: Session, live: LiveAnswer, *, epoch: str, partition: int) -> dict[str, Any]:
-    last = max(session.tokens_offset, live.tokens_offset)
+def snapshot(
+    session: Session, live: LiveAnswer, *, epoch: str, partition: int, applied_upto: int = -1
+) -> dict[str, Any]:
+    """``applied_upto``: the last offset of the partition applied to the tables (every event of
+    the conversation at or below it is in ``session`` and ``live``); it moves the cursor past
+    other conversations' events so a resume from it has less to read."""
+    last = max(session.tokens_offset, live.tokens_offset, applied_upto)
     live_prompt = live.turn.prompt_id if live.turn is not None else None
     return {
         "conversation_id": session.conversation_id,

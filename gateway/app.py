@@ -1,0 +1,445 @@
+"""The HTTP surface: FastAPI routes over ``service.Gateway``.
+
+Every error leaves as ``{"error": {"code", "message", "action"}}`` with the status of the table in
+``errors.py``; WebSocket streams get an ``error`` frame and the table's close code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Annotated, Any
+
+import orjson
+from fastapi import FastAPI, Header, Query, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from gateway.auth import Identity, TokenService, bearer
+from gateway.connection import Connection, Control
+from gateway.entry import Entry
+from gateway.errors import (
+    GatewayError,
+    Internal,
+    InvalidCursor,
+    InvalidFrame,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    OriginNotAllowed,
+    PayloadTooLarge,
+    RateLimited,
+    SlowClient,
+    Unauthorized,
+    UnknownConversation,
+)
+from gateway.models import (
+    ERROR_RESPONSES,
+    ID_PATTERN,
+    Accepted,
+    CancelBody,
+    DevToken,
+    DevTokenBody,
+    PromptBody,
+)
+from gateway.service import Gateway
+from gateway.settings import GatewaySettings
+from gateway.wire import control_json, parse_client_frame, sse_comment, sse_event, sse_retry
+from schemas.cursor import Position, parse
+from schemas.errors import CursorError
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def error_response(exc: GatewayError) -> JSONResponse:
+    headers = {}
+    if isinstance(exc, RateLimited) and "retry_after_s" in exc.details:
+        headers["Retry-After"] = str(max(1, round(float(exc.details["retry_after_s"]))))
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+class BodyLimit:
+    """Pure ASGI middleware: request bodies over ``limit`` bytes get 413 (streams are untouched)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = PayloadTooLarge(f"request body over {self.limit} bytes")
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await error_response(too_large)(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise too_large
+            return message
+
+        await self.app(scope, limited, send)
+
+
+Auth = Annotated[str | None, Header(description="Bearer <token>")]
+Token = Annotated[str | None, Query(description="the bearer token, for clients that cannot set headers")]
+_CID = re.compile(ID_PATTERN)
+
+
+def check_cid(cid: str) -> str:
+    if not _CID.fullmatch(cid):
+        raise InvalidRequest(f"conversation id must match {ID_PATTERN}")
+    return cid
+
+
+def parse_position(*candidates: str | None) -> Position | None:
+    """The first cursor given (Last-Event-ID, then ?cursor=, then ?lastEventId=); None: hydrate."""
+    for text in candidates:
+        if text is None or text == "":
+            continue
+        try:
+            return parse(text)
+        except CursorError as exc:
+            raise InvalidCursor(str(exc), reason=exc.reason) from exc
+    return None
+
+
+def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> FastAPI:
+    gw = gateway or Gateway(settings)
+    tokens = TokenService(settings.secret, settings.token_ttl_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await gw.start()
+        log.info("gateway serving partitions %s of log epoch %s", sorted(gw.served), gw.epoch)
+        try:
+            yield
+        finally:
+            await gw.stop()
+
+    app = FastAPI(
+        title="tokenlog gateway",
+        version="1",
+        description="Prompts in; WebSocket and SSE streams of answers out, resumable by cursor.",
+        lifespan=lifespan,
+        responses=ERROR_RESPONSES,
+    )
+    app.state.gateway = gw
+    app.state.tokens = tokens
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(_: Request, exc: GatewayError) -> Response:
+        gw.metrics.errors.labels(exc.code).inc()
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> Response:
+        err = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        gw.metrics.errors.labels("invalid_request").inc()
+        return error_response(InvalidRequest(f"{where}: {err.get('msg', 'invalid')}"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            return error_response(MethodNotAllowed(str(exc.detail)))
+        if exc.status_code == 404:
+            return error_response(NotFound("no such route"))
+        return JSONResponse(
+            {"error": {"code": "http_error", "message": str(exc.detail), "action": "stop"}},
+            status_code=exc.status_code,
+        )
+
+    @app.exception_handler(Exception)
+    async def crashed(_: Request, exc: Exception) -> Response:
+        log.exception("unhandled error")
+        gw.metrics.errors.labels("internal").inc()
+        return error_response(Internal(f"internal error ({type(exc).__name__})"))
+
+    def identify(authorization: str | None, access_token: str | None) -> Identity:
+        return tokens.verify(bearer(authorization, access_token))
+
+    # ------------------------------------------------------------------ commands
+
+    @app.post("/v1/conversations/{cid}/prompts", status_code=202, response_model=Accepted)
+    async def submit_prompt(
+        cid: str, body: PromptBody, authorization: Auth = None, access_token: Token = None
+    ) -> Accepted:
+        """Submit a prompt; 202 once it is durable in ``conversation.prompts``. Idempotent on
+        ``prompt_id``."""
+        identity = identify(authorization, access_token)
+        if len(body.text) > settings.max_prompt_chars:
+            raise PayloadTooLarge(f"prompt text over {settings.max_prompt_chars} characters")
+        return await gw.submit_prompt(check_cid(cid), identity, body)
+
+    @app.post("/v1/conversations/{cid}/cancel", status_code=202, response_model=Accepted)
+    async def cancel(
+        cid: str, body: CancelBody | None = None, authorization: Auth = None, access_token: Token = None
+    ) -> Accepted:
+        """Cancel the running answer (or the one named); 202 once the request is durable."""
+        identity = identify(authorization, access_token)
+        return await gw.cancel(check_cid(cid), identity, body or CancelBody())
+
+    # ------------------------------------------------------------------ snapshot
+
+    @app.get("/v1/conversations/{cid}")
+    async def get_conversation(
+        cid: str, authorization: Auth = None, access_token: Token = None
+    ) -> dict[str, Any]:
+        """The conversation's snapshot (finished turns, the live answer so far, pending prompts)
+        with the ``cursor`` it reflects."""
+        identity = identify(authorization, access_token)
+        check_cid(cid)
+        await gw.authorize(cid, identity)
+        snap = await gw.snapshot(cid)
+        if not snap.exists:
+            raise UnknownConversation("no such conversation")
+        return snap.body
+
+    # ------------------------------------------------------------------ SSE
+
+    @app.get(
+        "/v1/conversations/{cid}/events",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "an SSE stream"}},
+    )
+    async def events(  # noqa: PLR0917 - FastAPI passes route parameters by name
+        cid: str,
+        request: Request,
+        cursor: Annotated[str | None, Query(max_length=128)] = None,
+        lastEventId: Annotated[str | None, Query(max_length=128)] = None,
+        authorization: Auth = None,
+        access_token: Token = None,
+        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    ) -> Response:
+        """The conversation as Server-Sent Events: ``id:`` on every event is its cursor; resumes
+        from ``Last-Event-ID``, ``?cursor=`` or ``?lastEventId=``; with none, a snapshot first."""
+        identity = identify(authorization, access_token)
+        check_cid(cid)
+        position = parse_position(last_event_id, cursor, lastEventId)
+        await gw.authorize(cid, identity)
+        conn = gw.connect(cid, identity, "sse")
+        try:
+            await gw.open(conn, position)
+        except BaseException:
+            gw.disconnect(conn)
+            raise
+        return StreamingResponse(
+            sse_stream(conn, identity),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def sse_stream(conn: Connection, identity: Identity) -> AsyncIterator[bytes]:
+        delivered = gw.metrics.delivered.labels("sse")
+        try:
+            yield sse_retry(settings.retry_ms)
+            while True:
+                if time.time() >= identity.expires_at:
+                    conn.close(Unauthorized("token expired", reason="expired"))
+                items = await conn.take(settings.heartbeat_s)
+                if items is None:
+                    break
+                if not items:
+                    yield sse_comment("heartbeat")
+                    continue
+                chunk = []
+                for item in items:
+                    if isinstance(item, Entry):
+                        gw.check_entry_owner(conn, item)
+                        chunk.append(item.sse)
+                    else:
+                        chunk.append(sse_event(item.json, event=item.kind, id=item.cursor))
+                yield b"".join(chunk)
+                delivered.inc(len(chunk))
+            if conn.error is not None:
+                if isinstance(conn.error, SlowClient):
+                    gw.metrics.slow_closes.labels("sse").inc()
+                yield sse_event(orjson.dumps(conn.error.body()), event="error")
+        except GatewayError as exc:
+            yield sse_event(orjson.dumps(exc.body()), event="error")
+        finally:
+            gw.disconnect(conn)
+
+    # ------------------------------------------------------------------ WebSocket
+
+    @app.websocket("/v1/conversations/{cid}/ws")
+    async def websocket(ws: WebSocket, cid: str) -> None:
+        origin = ws.headers.get("origin")
+        try:
+            if origin is not None and origin not in settings.origins:
+                raise OriginNotAllowed(f"Origin {origin!r} is not allowed")
+            identity = identify(ws.headers.get("authorization"), ws.query_params.get("access_token"))
+            check_cid(cid)
+            await gw.authorize(cid, identity)
+            conn = gw.connect(cid, identity, "ws")
+        except GatewayError as exc:
+            gw.metrics.errors.labels(exc.code).inc()
+            await ws.send_denial_response(error_response(exc))
+            return
+        await ws.accept()
+        try:
+            await ws_session(ws, conn, identity)
+        finally:
+            gw.disconnect(conn)
+
+    async def ws_send(ws: WebSocket, data: bytes) -> None:
+        await ws.send({"type": "websocket.send", "text": data.decode()})
+
+    async def ws_session(ws: WebSocket, conn: Connection, identity: Identity) -> None:
+        writer: asyncio.Task[tuple[int, str] | None] | None = None
+        close_code, reason = 1000, ""
+        try:
+            while True:
+                try:
+                    message = await asyncio.wait_for(ws.receive(), timeout=None if writer else 30.0)
+                except TimeoutError:
+                    raise InvalidFrame("no subscribe frame within 30 s") from None
+                if message["type"] == "websocket.disconnect":
+                    return
+                data = message.get("text")
+                if data is None:
+                    data = message.get("bytes") or b""
+                kind = None
+                try:
+                    frame = parse_client_frame(data, max_bytes=settings.max_ws_frame_bytes)
+                    kind = frame["type"]
+                    reply = await ws_handle(conn, identity, frame, writer is not None)
+                except GatewayError as exc:
+                    await ws_send(ws, control_json("error", ref=_ref(data), **exc.body()["error"]))
+                    # A failed subscribe ends the socket (there is no stream); so do auth failures.
+                    # A bad prompt, cancel or ping frame is answered and the socket stays open.
+                    if kind == "subscribe" or exc.code in ("unauthorized", "forbidden", "payload_too_large"):
+                        close_code, reason = exc.close_code, exc.code
+                        return
+                    continue
+                if reply == "subscribe":
+                    writer = asyncio.create_task(ws_writer(ws, conn))
+                elif reply is not None:
+                    await ws_send(ws, reply)
+        except WebSocketDisconnect:
+            return
+        except GatewayError as exc:
+            close_code, reason = exc.close_code, exc.code
+        finally:
+            if writer is not None:
+                conn.close()
+                if not writer.done():
+                    writer.cancel()
+                with contextlib.suppress(BaseException):
+                    result = await writer
+                    if result is not None:
+                        close_code, reason = result
+            if conn.error is not None and close_code == 1000:
+                close_code, reason = conn.error.close_code, conn.error.code
+            if ws.application_state is WebSocketState.CONNECTED:
+                with contextlib.suppress(Exception):
+                    await ws.close(close_code, reason)
+
+    def _ref(data: str | bytes) -> str | None:
+        try:
+            frame = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None
+        ref = frame.get("ref") if isinstance(frame, dict) else None
+        return ref if isinstance(ref, str) and len(ref) <= 64 else None
+
+    async def ws_handle(conn: Connection, identity: Identity, frame: dict[str, Any], subscribed: bool) -> Any:
+        kind, ref = frame["type"], frame["ref"]
+        if time.time() >= identity.expires_at:
+            raise Unauthorized("token expired", reason="expired")
+        if kind == "ping":
+            return control_json("pong", id=frame["id"], ref=ref)
+        if kind == "subscribe":
+            if subscribed:
+                raise InvalidFrame("already subscribed")
+            position = parse_position(frame["cursor"])
+            await gw.open(
+                conn,
+                position,
+                lambda path: Control("subscribed", control_json("subscribed", ref=ref, path=path)),
+            )
+            return "subscribe"
+        if kind == "prompt":
+            body: PromptBody = frame["body"]
+            if len(body.text) > settings.max_prompt_chars:
+                raise PayloadTooLarge(f"prompt text over {settings.max_prompt_chars} characters")
+            accepted = await gw.submit_prompt(conn.conversation_id, identity, body)
+        else:
+            accepted = await gw.cancel(conn.conversation_id, identity, frame["body"])
+        return control_json("ack", ref=ref, command=kind, **accepted.model_dump())
+
+    async def ws_writer(ws: WebSocket, conn: Connection) -> tuple[int, str] | None:
+        delivered = gw.metrics.delivered.labels("ws")
+        while True:
+            items = await conn.take(settings.heartbeat_s)
+            if items is None:
+                break
+            for item in items:
+                if isinstance(item, Entry):
+                    try:
+                        gw.check_entry_owner(conn, item)
+                    except GatewayError as exc:
+                        await ws_send(ws, control_json("error", **exc.body()["error"]))
+                        return exc.close_code, exc.code
+                await ws_send(ws, item.json)
+            delivered.inc(len(items))
+        error = conn.error
+        if error is None:
+            return None
+        if isinstance(error, SlowClient):
+            gw.metrics.slow_closes.labels("ws").inc()
+        with contextlib.suppress(Exception):
+            await ws_send(ws, control_json("error", **error.body()["error"]))
+            await ws.close(error.close_code, error.code)
+        return error.close_code, error.code
+
+    # ------------------------------------------------------------------ development tokens
+
+    if settings.dev_mode:
+
+        @app.post("/v1/dev/token", response_model=DevToken)
+        async def dev_token(body: DevTokenBody) -> DevToken:
+            """Development mode only: a token for any user id."""
+            token = tokens.issue(body.user_id, ttl_s=body.ttl_s)
+            identity = tokens.verify(token)
+            return DevToken(token=token, user_id=body.user_id, expires_at=identity.expires_at)
+
+    # ------------------------------------------------------------------ operations
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": "gateway"}
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        ok, detail = gw.ready()
+        return JSONResponse({"ready": ok, "service": "gateway", **detail}, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        gw.gauges()
+        return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,216 @@
+"""An async Python client of the gateway: submit and cancel prompts, follow a conversation over
+SSE or WebSocket, and resume from the last cursor on every reconnect.
+
+```python
+async with Client("http://127.0.0.1:8000", token) as client:
+    await client.prompt("conv-1", "Why is the sky blue?", prompt_id="p-1")
+    follower = client.follow("conv-1", transport="ws")
+    async for frame in follower.frames():   # reconnects and resumes by itself
+        ...
+```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import urllib.parse
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+import websockets
+
+from gateway.wire import SSEDecoder
+
+RESUME_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 4000})
+"""WebSocket closes after which the client reconnects and resumes (errors.py's table)."""
+
+
+class ClientError(Exception):
+    """The gateway refused a request; ``body`` is its JSON error."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"{status}: {body}")
+        self.status = status
+        self.body = body
+
+
+@dataclass
+class Connection:
+    """What one connection of a follower saw."""
+
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    ended: str = ""
+    """``limit`` (the caller stopped reading), ``eof`` (SSE stream ended), ``close:<code>``."""
+
+
+class Follower:
+    """Follows one conversation; ``cursor`` is the last event (or snapshot) received."""
+
+    def __init__(self, client: Client, conversation_id: str, transport: str, cursor: str | None) -> None:
+        self.client = client
+        self.conversation_id = conversation_id
+        self.transport = transport
+        self.cursor = cursor
+        self.received: list[dict[str, Any]] = []
+        self.connections: list[Connection] = []
+
+    def _note(self, frame: dict[str, Any], conn: Connection) -> None:
+        conn.frames.append(frame)
+        self.received.append(frame)
+        if isinstance(frame.get("cursor"), str) and frame.get("type") != "subscribed":
+            self.cursor = frame["cursor"]
+
+    async def once(
+        self, *, max_frames: int | None = None, until: Any = None, timeout_s: float = 30.0
+    ) -> Connection:
+        """One connection: read until ``max_frames`` frames, ``until(frame)``, or the server ends it."""
+        conn = Connection()
+        self.connections.append(conn)
+        try:
+            async with asyncio.timeout(timeout_s):
+                if self.transport == "sse":
+                    await self._sse(conn, max_frames, until)
+                else:
+                    await self._ws(conn, max_frames, until)
+        except TimeoutError:
+            conn.ended = conn.ended or "timeout"
+        except (httpx.TransportError, OSError):
+            conn.ended = "broken"  # the connection broke (a gateway died): resume elsewhere
+        return conn
+
+    def _done(self, conn: Connection, frame: dict[str, Any], max_frames: int | None, until: Any) -> bool:
+        if until is not None and until(frame):
+            conn.ended = "until"
+            return True
+        if max_frames is not None and len(conn.frames) >= max_frames:
+            conn.ended = "limit"
+            return True
+        return False
+
+    async def _sse(self, conn: Connection, max_frames: int | None, until: Any) -> None:
+        params = {"access_token": self.client.token}
+        headers = {"Last-Event-ID": self.cursor} if self.cursor else {}
+        url = f"{self.client.base_url}/v1/conversations/{self.conversation_id}/events"
+        async with self.client.http.stream(
+            "GET", url, params=params, headers=headers, timeout=None
+        ) as response:
+            if response.status_code != 200:
+                raise ClientError(response.status_code, orjson.loads(await response.aread()))
+            decoder = SSEDecoder()
+            async for chunk in response.aiter_raw():
+                for kind, _id, data in decoder.feed(chunk):
+                    frame = orjson.loads(data)
+                    if kind == "error" and "error" in frame:
+                        frame = {"type": "error", **frame["error"]}
+                    self._note(frame, conn)
+                    if self._done(conn, frame, max_frames, until):
+                        return
+            conn.ended = "eof"
+
+    async def _ws(self, conn: Connection, max_frames: int | None, until: Any) -> None:
+        query = urllib.parse.urlencode({"access_token": self.client.token})
+        base = self.client.base_url.replace("http://", "ws://").replace("https://", "wss://")
+        url = f"{base}/v1/conversations/{self.conversation_id}/ws?{query}"
+        try:
+            async with websockets.connect(url, compression=None, max_size=2**24) as ws:
+                await ws.send(orjson.dumps({"type": "subscribe", "cursor": self.cursor}).decode())
+                async for message in ws:
+                    frame = orjson.loads(message)
+                    self._note(frame, conn)
+                    if self._done(conn, frame, max_frames, until):
+                        return
+        except websockets.InvalidStatus as exc:
+            body = exc.response.body or b"{}"
+            raise ClientError(exc.response.status_code, orjson.loads(body)) from exc
+        except websockets.ConnectionClosed as exc:
+            conn.ended = f"close:{exc.rcvd.code if exc.rcvd else 1006}"
+            return
+        conn.ended = f"close:{1000}"
+
+    async def frames(self, *, reconnect_max_s: float = 5.0) -> AsyncIterator[dict[str, Any]]:
+        """Every frame, across reconnects (exponential backoff with jitter), until stopped."""
+        attempt = 0
+        while True:
+            queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+            def push(frame: dict[str, Any], queue: asyncio.Queue[dict[str, Any]] = queue) -> bool:
+                queue.put_nowait(frame)
+                return False
+
+            task = asyncio.create_task(self.once(until=push, timeout_s=1e9))
+            try:
+                while not task.done() or not queue.empty():
+                    getter = asyncio.create_task(queue.get())
+                    done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                    if getter in done:
+                        attempt = 0
+                        yield getter.result()
+                    else:
+                        getter.cancel()
+                with contextlib.suppress(ClientError, OSError, httpx.HTTPError):
+                    task.result()
+            finally:
+                task.cancel()
+            attempt += 1
+            await asyncio.sleep(min(reconnect_max_s, 0.1 * 2**attempt) * random.uniform(0.5, 1.0))
+
+
+class Client:
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.http = httpx.AsyncClient(timeout=30.0)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.http.aclose()
+
+    @staticmethod
+    async def dev_token(base_url: str, user_id: str, ttl_s: int | None = None) -> str:
+        async with httpx.AsyncClient(timeout=10) as http:
+            body: dict[str, Any] = {"user_id": user_id}
+            if ttl_s is not None:
+                body["ttl_s"] = ttl_s
+            response = await http.post(f"{base_url.rstrip('/')}/v1/dev/token", json=body)
+            if response.status_code != 200:
+                raise ClientError(response.status_code, response.json())
+            return str(response.json()["token"])
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    async def prompt(self, conversation_id: str, text: str, **fields: Any) -> dict[str, Any]:
+        response = await self.http.post(
+            f"{self.base_url}/v1/conversations/{conversation_id}/prompts",
+            json={"text": text, **fields},
+            headers=self._auth(),
+        )
+        if response.status_code != 202:
+            raise ClientError(response.status_code, response.json())
+        return dict(response.json())
+
+    async def cancel(self, conversation_id: str, **fields: Any) -> dict[str, Any]:
+        response = await self.http.post(
+            f"{self.base_url}/v1/conversations/{conversation_id}/cancel", json=fields, headers=self._auth()
+        )
+        if response.status_code != 202:
+            raise ClientError(response.status_code, response.json())
+        return dict(response.json())
+
+    async def snapshot(self, conversation_id: str) -> dict[str, Any]:
+        response = await self.http.get(
+            f"{self.base_url}/v1/conversations/{conversation_id}", headers=self._auth()
+        )
+        if response.status_code != 200:
+            raise ClientError(response.status_code, response.json())
+        return dict(response.json())
+
+    def follow(self, conversation_id: str, *, transport: str = "sse", cursor: str | None = None) -> Follower:
+        return Follower(self, conversation_id, transport, cursor)

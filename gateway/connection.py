@@ -1,0 +1,149 @@
+"""One client stream (SSE or WebSocket) as an explicit state machine.
+
+```
+CONNECTING ──subscribe──▶ CATCHING_UP ──merge done──▶ LIVE ──▶ CLOSED
+     │                        │  (live events buffered)       ▲
+     └────────────────────────┴───────── error / slow / shutdown ┘
+```
+
+The hub hands every live event to ``deliver`` (never blocking): while catching up it is buffered
+(the merge splices it after the catch-up), when live it is queued for the writer. Both are bounded
+by ``cap``: a client that falls that far behind is closed with ``slow_client`` and resumes from its
+cursor, so memory stays bounded and the hub never waits for anyone. Illegal transitions raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+from enum import StrEnum
+
+from gateway.entry import Entry
+from gateway.errors import GatewayError, SlowClient
+
+
+class State(StrEnum):
+    CONNECTING = "connecting"
+    CATCHING_UP = "catching_up"
+    LIVE = "live"
+    CLOSED = "closed"
+
+
+_NEXT: dict[State, frozenset[State]] = {
+    State.CONNECTING: frozenset({State.CATCHING_UP, State.CLOSED}),
+    State.CATCHING_UP: frozenset({State.LIVE, State.CLOSED}),
+    State.LIVE: frozenset({State.CLOSED}),
+    State.CLOSED: frozenset(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A frame that is not a log event: snapshot, resync, going_away, error."""
+
+    kind: str
+    json: bytes
+    cursor: str | None = None
+
+
+Item = Entry | Control
+
+
+class Connection:
+    def __init__(self, conversation_id: str, partition: int, user_id: str, transport: str, cap: int) -> None:
+        self.conversation_id = conversation_id
+        self.partition = partition
+        self.user_id = user_id
+        self.transport = transport
+        self.cap = cap
+        self.state = State.CONNECTING
+        self.error: GatewayError | None = None
+        """Why the connection closed (None: the client went away)."""
+        self.verified_owner = False
+        self._pending: list[Entry] = []
+        self._queue: deque[Item] = deque()
+        self._wake = asyncio.Event()
+        self.delivered = 0
+
+    def _move(self, to: State) -> None:
+        if to not in _NEXT[self.state]:
+            raise RuntimeError(f"connection cannot go from {self.state} to {to}")
+        self.state = to
+
+    # ------------------------------------------------------------------ hub side
+
+    def deliver(self, entry: Entry) -> None:
+        if self.state is State.CATCHING_UP:
+            self._pending.append(entry)
+            if len(self._pending) > self.cap:
+                self.close(SlowClient("too many live events arrived during the catch-up"))
+        elif self.state is State.LIVE:
+            if len(self._queue) >= self.cap:
+                self.close(SlowClient(f"more than {self.cap} frames behind; resume from your cursor"))
+                return
+            self._queue.append(entry)
+            self._wake.set()
+
+    # ------------------------------------------------------------------ resume side
+
+    def catching_up(self) -> None:
+        self._move(State.CATCHING_UP)
+
+    def push(self, item: Item) -> None:
+        """A frame ahead of everything else queued (snapshot, resync) while catching up."""
+        if self.state is not State.CLOSED:
+            self._queue.append(item)
+            self._wake.set()
+
+    def take_pending(self) -> list[Entry]:
+        pending, self._pending = self._pending, []
+        return pending
+
+    def go_live(self, entries: list[Entry], first: Control | None = None) -> None:
+        """The merged catch-up is queued and live events flow directly from now on; ``first``
+        goes ahead of everything queued (the WebSocket's ``subscribed`` acknowledgement)."""
+        if self.state is State.CLOSED:
+            return
+        self._move(State.LIVE)
+        if first is not None:
+            self._queue.appendleft(first)
+        self._queue.extend(entries)
+        self._wake.set()
+
+    def close(self, error: GatewayError | None = None) -> None:
+        if self.state is State.CLOSED:
+            return
+        self._move(State.CLOSED)
+        self.error = error
+        self._pending.clear()
+        if isinstance(error, SlowClient):
+            self._queue.clear()  # the client resumes from the last frame it received
+        self._wake.set()
+
+    # ------------------------------------------------------------------ writer side
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def take(self, timeout_s: float) -> list[Item] | None:
+        """Frames ready to write (all of them: the writer batches); [] after ``timeout_s`` with
+        nothing (time for a heartbeat); None once closed and drained."""
+        if not self._queue:
+            if self.state is State.CLOSED:
+                return None
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout_s)
+            except TimeoutError:
+                return []
+            if not self._queue:
+                return None if self.closed else []
+        items = list(self._queue)
+        self._queue.clear()
+        return items

@@ -1,0 +1,191 @@
+"""The in-process hub: conversation → subscribers, plus what resumes are served from.
+
+The tail reader publishes every record of the partitions it reads, in order. For each
+conversation it has seen, the hub keeps
+
+- a **window** of its most recent events (``Entry``), complete from ``covered_from``: every event
+  of the conversation at or after that offset is in it;
+- an **offset index** of its events, complete from ``index_from``, so a seek reads only the
+  offsets it needs instead of everything in between;
+- its **subscribers** (connections), each handed every new event synchronously.
+
+Coverage rule: the reader sees every record from its start offset on, so a conversation the hub
+has never seen has **no** event at or after ``base(partition)``: resuming it from there needs no
+read at all. Windows of idle conversations are evicted (least recently active first) when the
+memory budget is spent; the partition's ``horizon`` remembers the last offset evicted, so a
+conversation seen again later is covered only from after it.
+
+A subscriber registers before its catch-up read and gets the hub's position as the splice
+point: every event at or below it was published before, every later one is delivered to it.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_right
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway.entry import Entry
+from gateway.ownership import Owners
+from schemas.records import ResponseStarted
+
+
+class Subscriber(Protocol):
+    def deliver(self, entry: Entry) -> None:
+        """Take one live event; must not block (queue it, or mark itself overflowed)."""
+        ...
+
+
+@dataclass(eq=False)
+class Conversation:
+    conversation_id: str
+    partition: int
+    covered_from: int
+    index_from: int
+    entries: deque[Entry] = field(default_factory=deque)
+    index: array[int] = field(default_factory=lambda: array("q"))
+    subscribers: set[Subscriber] = field(default_factory=set)
+
+
+@dataclass
+class HubLimits:
+    window_events: int = 2048
+    window_total_events: int = 500_000
+    index_offsets: int = 100_000
+    index_total_offsets: int = 5_000_000
+
+
+class Hub:
+    def __init__(self, limits: HubLimits | None = None, owners: Owners | None = None) -> None:
+        self.limits = limits or HubLimits()
+        self.owners = owners or Owners()
+        self.position: dict[int, int] = {}
+        """Per partition, the last offset published (-1 before any)."""
+        self._start: dict[int, int] = {}
+        self._horizon: dict[int, int] = {}
+        self.conversations: OrderedDict[str, Conversation] = OrderedDict()
+        self.window_total = 0
+        self.index_total = 0
+        self.published = 0
+
+    # ------------------------------------------------------------------ reader side
+
+    def start(self, partition: int, next_offset: int) -> None:
+        """The reader starts reading ``partition`` at ``next_offset``."""
+        self._start[partition] = next_offset
+        self.position[partition] = next_offset - 1
+
+    def base(self, partition: int) -> int:
+        """A conversation the hub does not hold has no event at or after this offset."""
+        return max(self._start[partition], self._horizon.get(partition, -1) + 1)
+
+    def advance(self, partition: int, offset: int) -> None:
+        """A record that is no tokenlog event (or has no key) was read at ``offset``."""
+        self.position[partition] = max(self.position[partition], offset)
+
+    def publish(self, partition: int, conversation_id: str, entry: Entry) -> None:
+        """The reader read ``entry`` of ``conversation_id`` in ``partition``."""
+        self.position[partition] = entry.offset
+        self.published += 1
+        conv = self._conversation(conversation_id, partition)
+        conv.entries.append(entry)
+        conv.index.append(entry.offset)
+        self.window_total += 1
+        self.index_total += 1
+        if isinstance(entry.event, ResponseStarted):
+            self.owners.learn(conversation_id, entry.event.user_id)
+        self._trim(conv)
+        for subscriber in tuple(conv.subscribers):
+            subscriber.deliver(entry)
+
+    # ------------------------------------------------------------------ connection side
+
+    def subscribe(self, conversation_id: str, partition: int, subscriber: Subscriber) -> int:
+        """Register ``subscriber``; the splice offset (the hub's position in the partition)."""
+        conv = self._conversation(conversation_id, partition)
+        conv.subscribers.add(subscriber)
+        return self.position[partition]
+
+    def unsubscribe(self, conversation_id: str, subscriber: Subscriber) -> None:
+        conv = self.conversations.get(conversation_id)
+        if conv is not None:
+            conv.subscribers.discard(subscriber)
+
+    def from_memory(self, conversation_id: str, partition: int, after: int, upto: int) -> list[Entry] | None:
+        """The conversation's events in ``(after, upto]`` if the window holds all of them."""
+        conv = self.conversations.get(conversation_id)
+        if conv is None:
+            return [] if after + 1 >= self.base(partition) else None
+        if after + 1 < conv.covered_from:
+            return None
+        found: list[Entry] = []
+        for entry in reversed(conv.entries):
+            if entry.offset <= after:
+                break
+            if entry.offset <= upto:
+                found.append(entry)
+        found.reverse()
+        return found
+
+    def offsets(self, conversation_id: str, partition: int, after: int, upto: int) -> list[int] | None:
+        """Offsets of the conversation's events in ``(after, upto]`` if the index holds all of them."""
+        conv = self.conversations.get(conversation_id)
+        if conv is None:
+            return [] if after + 1 >= self.base(partition) else None
+        if after + 1 < conv.index_from:
+            return None
+        index = conv.index
+        return list(index[bisect_right(index, after) : bisect_right(index, upto)])
+
+    def lag(self, partition: int, high_watermark: int) -> int:
+        """Records in ``partition`` the reader has not published yet."""
+        return max(0, high_watermark - 1 - self.position.get(partition, -1))
+
+    # ------------------------------------------------------------------ internals
+
+    def _conversation(self, conversation_id: str, partition: int) -> Conversation:
+        conv = self.conversations.get(conversation_id)
+        if conv is None:
+            base = self.base(partition)
+            conv = Conversation(conversation_id, partition, covered_from=base, index_from=base)
+            self.conversations[conversation_id] = conv
+        else:
+            self.conversations.move_to_end(conversation_id)
+        return conv
+
+    def _trim(self, conv: Conversation) -> None:
+        limits = self.limits
+        while len(conv.entries) > limits.window_events:
+            conv.covered_from = conv.entries.popleft().offset + 1
+            self.window_total -= 1
+        if len(conv.index) > limits.index_offsets:
+            cut = len(conv.index) // 2
+            conv.index_from = conv.index[cut - 1] + 1
+            del conv.index[:cut]
+            self.index_total -= cut
+        while self.window_total > limits.window_total_events or self.index_total > limits.index_total_offsets:
+            if not self._evict_one(conv):
+                break
+
+    def _evict_one(self, keep: Conversation) -> bool:
+        """Forget the least recently active conversation nobody follows; else shorten ``keep``."""
+        for cid, conv in self.conversations.items():
+            if conv is keep or conv.subscribers:
+                continue
+            del self.conversations[cid]
+            self.window_total -= len(conv.entries)
+            self.index_total -= len(conv.index)
+            if conv.index:
+                last = conv.index[-1]
+                self._horizon[conv.partition] = max(self._horizon.get(conv.partition, -1), last)
+            return True
+        if len(keep.entries) > 1:
+            keep.covered_from = keep.entries.popleft().offset + 1
+            self.window_total -= 1
+            return True
+        return False
+
+
+__all__ = ["Conversation", "Hub", "HubLimits", "Subscriber"]

@@ -1,0 +1,55 @@
+"""The gateway's Prometheus metrics (one registry per process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+RESUME_PATHS = ("memory", "seek", "snapshot", "log", "resync")
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.connections = Gauge("tokenlog_gateway_connections", "Open streams", ["transport"], registry=r)
+        self.delivered = Counter(
+            "tokenlog_gateway_events_delivered", "Event frames written to clients", ["transport"], registry=r
+        )
+        self.resumes = Counter(
+            "tokenlog_gateway_resumes",
+            "Streams opened, by how they were served: memory window, seek, snapshot (hydrate from the "
+            "session service), log (hydrate from the log), resync",
+            ["path"],
+            registry=r,
+        )
+        self.resume_seconds = Histogram(
+            "tokenlog_gateway_resume_seconds",
+            "From a stream's request to its catch-up done",
+            ["path"],
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
+            registry=r,
+        )
+        self.slow_closes = Counter(
+            "tokenlog_gateway_slow_client_closes",
+            "Streams closed for falling behind",
+            ["transport"],
+            registry=r,
+        )
+        self.client_lag = Gauge(
+            "tokenlog_gateway_client_lag_frames", "Most frames queued for one connection", registry=r
+        )
+        self.reader_lag = Gauge(
+            "tokenlog_gateway_reader_lag", "Records the tail reader is behind", ["partition"], registry=r
+        )
+        self.undecodable = Counter(
+            "tokenlog_gateway_undecodable_records", "Records of conversation.tokens skipped", registry=r
+        )
+        self.commands = Counter(
+            "tokenlog_gateway_commands", "Prompts and cancels by outcome", ["kind", "outcome"], registry=r
+        )
+        self.errors = Counter("tokenlog_gateway_errors", "Errors returned, by code", ["code"], registry=r)
+        self.window_events = Gauge(
+            "tokenlog_gateway_window_events", "Events held in memory windows", registry=r
+        )
+        self.conversations = Gauge(
+            "tokenlog_gateway_conversations", "Conversations the hub holds", registry=r
+        )

@@ -1,0 +1,81 @@
+"""Runs the gateway under uvicorn with what a deploy needs: WebSocket without compression (memory
+per idle connection), bounded frames, a graceful shutdown that first tells every client to resume
+elsewhere, and logs that never carry a token."""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.service import Gateway
+from gateway.settings import GatewaySettings
+
+_SECRETS = re.compile(r"(access_token=)[^&\s\"']+|(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+
+
+class RedactTokens(logging.Filter):
+    """Replaces bearer tokens (query ``access_token`` or ``Authorization``) in any log record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _SECRETS.sub(lambda m: (m.group(1) or m.group(2)) + "[redacted]", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact = RedactTokens()
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access", "gateway", "aiokafka"):
+        logging.getLogger(name).addFilter(redact)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redact)
+
+
+class GatewayServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Before uvicorn waits for open streams: tell them to resume on another gateway.
+        self.gateway.drain()
+        await super().shutdown(sockets)
+
+
+def build(settings: GatewaySettings) -> GatewayServer:
+    gateway = Gateway(settings)
+    app = create_app(settings, gateway)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        ws_max_size=settings.max_ws_frame_bytes,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        access_log=False,  # query strings may carry access_token; the filter guards other lines
+        log_config=None,
+        lifespan="on",
+        server_header=False,
+    )
+    return GatewayServer(config, gateway)
+
+
+def main() -> None:
+    configure_logging()
+    settings = GatewaySettings.from_env()
+    try:
+        settings.check()
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    server = build(settings)
+    logging.getLogger(__name__).info(
+        "gateway on http://%s:%d (development mode: %s)", settings.host, settings.port, settings.dev_mode
+    )
+    server.run()

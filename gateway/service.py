@@ -1,0 +1,377 @@
+"""The gateway's core, independent of HTTP: owns the hub, the tail reader, the catch-up pool, the
+snapshot source and the command producer, and implements the three things every route needs —
+who may touch a conversation, how a stream is opened (hydrate / resume / resync), and how
+commands are written.
+
+Opening a stream (the order matters):
+
+1. register the connection with the hub (state ``catching_up``): the splice offset is the hub's
+   position; later events are buffered for the connection;
+2. with no cursor: fetch a snapshot (session service, else the log) and queue it; its cursor is
+   where the resume starts (path ``snapshot`` or ``log``);
+3. a cursor from another epoch or partition, one beyond retention or the log's end, or a gap
+   found by the merge: queue a ``resync`` with the reason and a fresh snapshot, and resume from
+   the snapshot's cursor instead;
+4. catch up ``(cursor, splice]``: from the memory window when it covers the range (path
+   ``memory``), else by a seek that reads only the conversation's offsets when the hub's index
+   knows them (path ``seek``);
+5. merge catch-up and buffered live events (``merge.py``), queue them, go ``live``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+
+from gateway.auth import Identity
+from gateway.catchup import BeyondRetention, CatchUp
+from gateway.commands import Commands
+from gateway.connection import Connection, Control
+from gateway.entry import Entry, make_entry
+from gateway.errors import (
+    Forbidden,
+    GatewayError,
+    ShuttingDown,
+    Unavailable,
+    UnknownConversation,
+    WrongShard,
+)
+from gateway.hub import Hub, HubLimits
+from gateway.limits import ConnectionCounter, RateLimiter
+from gateway.merge import Gap, merge
+from gateway.metrics import GatewayMetrics
+from gateway.models import Accepted, CancelBody, PromptBody
+from gateway.ownership import Owners
+from gateway.reader import TailReader, topic_partitions
+from gateway.settings import GatewaySettings
+from gateway.snapshots import Snapshot, Snapshots
+from gateway.wire import control_json
+from infra.broker import cluster_metadata
+from schemas.cursor import Position, Sentinel, check
+from schemas.errors import CursorError
+from schemas.registry import TOKENS_TOPIC
+
+log = logging.getLogger(__name__)
+
+
+class Resync(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    path: str
+    """How the stream was served: memory, seek, snapshot, log, or resync."""
+    events: int
+    """Events queued by the catch-up."""
+
+
+async def resolve_epoch(settings: GatewaySettings) -> str:
+    if settings.epoch:
+        return settings.epoch
+    cluster = await cluster_metadata(settings.bootstrap_servers, timeout_s=30)
+    return str(cluster["cluster_id"])
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or GatewayMetrics()
+        self.owners = Owners()
+        self.hub = Hub(
+            HubLimits(
+                settings.window_events,
+                settings.window_total_events,
+                settings.index_offsets,
+                settings.index_total_offsets,
+            ),
+            self.owners,
+        )
+        self.limiter = RateLimiter(settings.prompt_rate_per_min, settings.prompt_burst)
+        self.counter = ConnectionCounter(settings.max_connections_per_user)
+        self.connections: set[Connection] = set()
+        self.epoch = ""
+        self.partition_count = 0
+        self.served: frozenset[int] = frozenset()
+        self.draining = False
+        self._partitioner = DefaultPartitioner()
+        self._reader: TailReader | None = None
+        self._catchup: CatchUp | None = None
+        self._snapshots: Snapshots | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._commands: Commands | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        s = self.settings
+        self.epoch = await resolve_epoch(s)
+        self.partition_count = await topic_partitions(s.bootstrap_servers, TOKENS_TOPIC, 60)
+        served = s.partitions or tuple(range(self.partition_count))
+        self.served = frozenset(served)
+        self._catchup = CatchUp(
+            s.bootstrap_servers, size=s.catchup_consumers, timeout_s=s.catchup_timeout_s, partitions=served
+        )
+        self._snapshots = Snapshots(
+            sessions_url=s.sessions_url,
+            timeout_s=s.sessions_timeout_s,
+            epoch=self.epoch,
+            catchup=self._catchup,
+            position=lambda p: self.hub.position[p],
+        )
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=s.bootstrap_servers,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=0,
+            request_timeout_ms=int(s.produce_timeout_s * 1000),
+            client_id="tokenlog-gateway",
+        )
+        await asyncio.wait_for(self._producer.start(), 30)
+        self._commands = Commands(self._producer, timeout_s=s.produce_timeout_s)
+        self._reader = TailReader(s.bootstrap_servers, served, self.hub, self.epoch, self.metrics)
+        await self._reader.start()
+
+    async def stop(self) -> None:
+        self.drain()
+        if self._reader is not None:
+            await self._reader.stop()
+        if self._catchup is not None:
+            await self._catchup.stop()
+        if self._snapshots is not None:
+            await self._snapshots.close()
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._producer.stop(), 5)
+
+    def drain(self) -> None:
+        """Shutdown: tell every client to resume elsewhere; refuse new streams."""
+        self.draining = True
+        for conn in tuple(self.connections):
+            conn.close(ShuttingDown("this gateway is shutting down; resume from your cursor"))
+
+    def ready(self) -> tuple[bool, dict[str, object]]:
+        reader = self._reader
+        if reader is None:
+            return False, {"reason": "starting"}
+        lags = reader.lags()
+        reachable = time.monotonic() - reader.last_probe_ok < 5.0
+        caught_up = all(lag <= self.settings.ready_max_lag for lag in lags.values())
+        detail: dict[str, object] = {
+            "broker_reachable": reachable,
+            "reader_lag": sum(lags.values()),
+            "draining": self.draining,
+        }
+        return reachable and caught_up and not self.draining, detail
+
+    # ------------------------------------------------------------------ placement and ownership
+
+    def partition_of(self, conversation_id: str) -> int:
+        every = list(range(self.partition_count))
+        partition = int(self._partitioner(conversation_id.encode(), every, every))
+        if partition not in self.served:
+            raise WrongShard(f"partition {partition} is served by another gateway shard")
+        return partition
+
+    @property
+    def snapshots(self) -> Snapshots:
+        assert self._snapshots is not None
+        return self._snapshots
+
+    async def snapshot(self, conversation_id: str) -> Snapshot:
+        snap = await self.snapshots.get(conversation_id, self.partition_of(conversation_id))
+        if snap.owner:
+            self.owners.learn(conversation_id, snap.owner)
+        return snap
+
+    async def owner_of(self, conversation_id: str) -> str | None:
+        """The conversation's owner, or None for a conversation nobody has written to yet."""
+        owner = self.owners.get(conversation_id)
+        if owner is None:
+            owner = (await self.snapshot(conversation_id)).owner or None
+        return owner
+
+    async def authorize(self, conversation_id: str, identity: Identity) -> None:
+        owner = await self.owner_of(conversation_id)
+        if owner is not None and owner != identity.user_id:
+            raise Forbidden("this conversation belongs to another user")
+
+    # ------------------------------------------------------------------ commands
+
+    @property
+    def commands(self) -> Commands:
+        assert self._commands is not None
+        return self._commands
+
+    async def submit_prompt(self, conversation_id: str, identity: Identity, body: PromptBody) -> Accepted:
+        self.partition_of(conversation_id)
+        await self.authorize(conversation_id, identity)
+        self.limiter.take(identity.user_id)
+        try:
+            accepted = await self.commands.prompt(conversation_id, identity.user_id, body)
+        except GatewayError as exc:
+            self.metrics.commands.labels("prompt", exc.code).inc()
+            raise
+        self.owners.learn(conversation_id, identity.user_id)  # the first prompt claims a new conversation
+        self.metrics.commands.labels("prompt", "duplicate" if accepted.duplicate else "accepted").inc()
+        return accepted
+
+    async def cancel(self, conversation_id: str, identity: Identity, body: CancelBody) -> Accepted:
+        self.partition_of(conversation_id)
+        owner = await self.owner_of(conversation_id)
+        if owner is None:
+            raise UnknownConversation("no such conversation")
+        if owner != identity.user_id:
+            raise Forbidden("this conversation belongs to another user")
+        accepted = await self.commands.cancel(conversation_id, identity.user_id, body)
+        self.metrics.commands.labels("cancel", "accepted").inc()
+        return accepted
+
+    # ------------------------------------------------------------------ streams
+
+    def connect(self, conversation_id: str, identity: Identity, transport: str) -> Connection:
+        if self.draining:
+            raise ShuttingDown("this gateway is shutting down; connect to another")
+        partition = self.partition_of(conversation_id)
+        self.counter.acquire(identity.user_id)
+        conn = Connection(conversation_id, partition, identity.user_id, transport, self.settings.queue_frames)
+        self.connections.add(conn)
+        self.metrics.connections.labels(transport).inc()
+        return conn
+
+    def disconnect(self, conn: Connection) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self.counter.release(conn.user_id)
+            self.metrics.connections.labels(conn.transport).dec()
+        self.hub.unsubscribe(conn.conversation_id, conn)
+        if conn.state.value != "closed":
+            conn.close()
+
+    async def open(
+        self, conn: Connection, position: Position | None, greeting: Callable[[str], Control] | None = None
+    ) -> Opened:
+        """Steps 1-5 of the module docstring; raises only for errors that end the stream."""
+        started = time.perf_counter()
+        cid, partition = conn.conversation_id, conn.partition
+        conn.catching_up()
+        splice = self.hub.subscribe(cid, partition, conn)
+        path = "memory"
+        try:
+            if position is None:
+                snap = await self.snapshot(cid)
+                self._check_owner(conn, snap)
+                conn.push(
+                    Control(
+                        "snapshot",
+                        control_json("snapshot", cursor=str(snap.cursor), conversation=snap.body),
+                        str(snap.cursor),
+                    )
+                )
+                path = "log" if snap.source == "log" else "snapshot"
+                after = snap.cursor.last_offset
+            elif position is Sentinel.NOW:
+                after = splice
+            elif position is Sentinel.BEGINNING:
+                start, _ = await self._catchup_pool.bounds(partition)
+                after = start - 1
+            else:
+                try:
+                    after = check(position, epoch=self.epoch, partition=partition).last_offset
+                except CursorError as exc:
+                    raise Resync(exc.reason, str(exc)) from exc
+            entries, expected, read_path = await self._catch_up(cid, partition, after, splice)
+            if position is not None:
+                path = read_path
+            merged = merge(after, splice, entries, conn.take_pending(), expected=expected)
+        except (Resync, Gap) as exc:
+            reason = exc.reason if isinstance(exc, Resync) else "gap"
+            merged = await self._resync(conn, reason, str(exc), splice)
+            path = "resync"
+        conn.go_live(merged, greeting(path) if greeting is not None else None)
+        self.metrics.resumes.labels(path).inc()
+        self.metrics.resume_seconds.labels(path).observe(time.perf_counter() - started)
+        return Opened(path, len(merged))
+
+    @property
+    def _catchup_pool(self) -> CatchUp:
+        assert self._catchup is not None
+        return self._catchup
+
+    def _check_owner(self, conn: Connection, snap: Snapshot) -> None:
+        if snap.owner and snap.owner != conn.user_id:
+            raise Forbidden("this conversation belongs to another user")
+        if snap.owner:
+            conn.verified_owner = True
+
+    async def _resync(self, conn: Connection, reason: str, message: str, splice: int) -> list[Entry]:
+        log.info("resync of a %s stream: %s", conn.transport, reason)
+        snap = await self.snapshot(conn.conversation_id)
+        self._check_owner(conn, snap)
+        conn.push(
+            Control(
+                "resync",
+                control_json(
+                    "resync", reason=reason, message=message, cursor=str(snap.cursor), conversation=snap.body
+                ),
+                str(snap.cursor),
+            )
+        )
+        after = snap.cursor.last_offset
+        entries, expected, _ = await self._catch_up(conn.conversation_id, conn.partition, after, splice)
+        return merge(after, splice, entries, conn.take_pending(), expected=expected)
+
+    async def _catch_up(
+        self, cid: str, partition: int, after: int, splice: int
+    ) -> tuple[list[Entry], list[int] | None, str]:
+        """The conversation's events in ``(after, splice]``, the offsets expected, and the path."""
+        if after > splice:
+            _, end = await self._catchup_pool.bounds(partition)
+            if after >= end:
+                raise Resync("unknown_position", f"offset {after} is beyond the end of the log ({end})")
+            return [], None, "memory"  # the client is ahead of this gateway's reader
+        memory = self.hub.from_memory(cid, partition, after, splice)
+        if memory is not None:
+            return memory, None, "memory"
+        expected = self.hub.offsets(cid, partition, after, splice)
+        try:
+            read = await self._catchup_pool.read(partition, cid.encode(), after + 1, splice, expected)
+        except BeyondRetention as exc:
+            raise Resync("beyond_retention", str(exc)) from exc
+        if not read.complete:
+            raise Gap("catch-up incomplete")
+        entries = [
+            e
+            for offset, value in read.records
+            if (e := make_entry(value, epoch=self.epoch, partition=partition, offset=offset)) is not None
+        ]
+        return entries, expected, "seek"
+
+    def check_entry_owner(self, conn: Connection, entry: Entry) -> None:
+        """Before the first event reaches a stream whose owner was unknown: it must be the user's."""
+        if conn.verified_owner:
+            return
+        owner = self.owners.get(conn.conversation_id)
+        if owner is None:
+            user = getattr(entry.event, "user_id", None)
+            owner = self.owners.learn(conn.conversation_id, user) if isinstance(user, str) else None
+        if owner is None:
+            raise Unavailable("the conversation's owner is not known here yet; resume")
+        if owner != conn.user_id:
+            raise Forbidden("this conversation belongs to another user")
+        conn.verified_owner = True
+
+    def gauges(self) -> None:
+        self.metrics.client_lag.set(max((c.queued for c in self.connections), default=0))
+        self.metrics.window_events.set(self.hub.window_total)
+        self.metrics.conversations.set(len(self.hub.conversations))

@@ -1,0 +1,122 @@
+"""Settings of the gateway, read once from ``TOKENLOG_GATEWAY_*`` (and ``KAFKA_BOOTSTRAP_SERVERS``,
+``TOKENLOG_LOG_EPOCH``) at start-up and passed into factories."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from infra.env import env_bool, env_float, env_int, env_str
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """Everything ``python -m gateway`` reads."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    sessions_url: str = "http://127.0.0.1:18082"
+    """The session-state service (snapshots); when it does not answer, snapshots come from the log."""
+    sessions_timeout_s: float = 2.0
+    dev_mode: bool = False
+    """Development mode: ``POST /v1/dev/token`` issues tokens. Never on in production."""
+    secret: str = field(default="", repr=False)
+    """HMAC key of the bearer tokens (shared by every gateway; at least 32 bytes)."""
+    token_ttl_s: int = 3600
+    allowed_origins: tuple[str, ...] = ()
+    """Origins a browser WebSocket may come from; empty: the gateway's own address only."""
+    epoch: str = ""
+    """The log's epoch in cursors; empty: the Kafka cluster id (what the session service uses)."""
+    partitions: tuple[int, ...] = ()
+    """Partitions of ``conversation.tokens`` this gateway serves; empty: all (a shard setting)."""
+    window_events: int = 2048
+    """Events kept in memory per conversation for resumes."""
+    window_total_events: int = 500_000
+    """Events kept in memory across conversations; least recently active ones go first."""
+    index_offsets: int = 100_000
+    """Offsets of a conversation's events remembered (so a seek reads only those)."""
+    index_total_offsets: int = 5_000_000
+    queue_frames: int = 4096
+    """Frames queued per connection; a client further behind is told to resume."""
+    heartbeat_s: float = 15.0
+    retry_ms: int = 1000
+    """The SSE ``retry:`` hint: how long a browser waits before reconnecting."""
+    max_body_bytes: int = 64 * 1024
+    max_prompt_chars: int = 32 * 1024
+    max_ws_frame_bytes: int = 64 * 1024
+    prompt_rate_per_min: float = 60.0
+    """Sustained prompts per user per minute (a token bucket)."""
+    prompt_burst: int = 20
+    max_connections_per_user: int = 64
+    catchup_consumers: int = 4
+    """Kafka consumers kept for resumes through the seek path."""
+    catchup_timeout_s: float = 10.0
+    produce_timeout_s: float = 10.0
+    ready_max_lag: int = 10_000
+    """Readiness: the tail reader is at most this many events behind in every partition."""
+    shutdown_grace_s: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
+        env = os.environ if env is None else env
+        d = cls()
+        partitions = tuple(int(p) for p in _csv(env_str(env, "TOKENLOG_GATEWAY_PARTITIONS", "")))
+        return cls(
+            bootstrap_servers=env_str(env, "KAFKA_BOOTSTRAP_SERVERS", d.bootstrap_servers),
+            host=env_str(env, "TOKENLOG_GATEWAY_HOST", d.host),
+            port=env_int(env, "TOKENLOG_GATEWAY_PORT", d.port),
+            sessions_url=env_str(env, "TOKENLOG_GATEWAY_SESSIONS_URL", d.sessions_url).rstrip("/"),
+            sessions_timeout_s=env_float(env, "TOKENLOG_GATEWAY_SESSIONS_TIMEOUT_S", d.sessions_timeout_s),
+            dev_mode=env_bool(env, "TOKENLOG_GATEWAY_DEV_MODE", d.dev_mode),
+            secret=env_str(env, "TOKENLOG_GATEWAY_SECRET", d.secret),
+            token_ttl_s=env_int(env, "TOKENLOG_GATEWAY_TOKEN_TTL_S", d.token_ttl_s),
+            allowed_origins=_csv(env_str(env, "TOKENLOG_GATEWAY_ALLOWED_ORIGINS", "")),
+            epoch=env_str(env, "TOKENLOG_LOG_EPOCH", d.epoch),
+            partitions=partitions,
+            window_events=env_int(env, "TOKENLOG_GATEWAY_WINDOW_EVENTS", d.window_events),
+            window_total_events=env_int(env, "TOKENLOG_GATEWAY_WINDOW_TOTAL_EVENTS", d.window_total_events),
+            index_offsets=env_int(env, "TOKENLOG_GATEWAY_INDEX_OFFSETS", d.index_offsets),
+            index_total_offsets=env_int(env, "TOKENLOG_GATEWAY_INDEX_TOTAL_OFFSETS", d.index_total_offsets),
+            queue_frames=env_int(env, "TOKENLOG_GATEWAY_QUEUE_FRAMES", d.queue_frames),
+            heartbeat_s=env_float(env, "TOKENLOG_GATEWAY_HEARTBEAT_S", d.heartbeat_s),
+            retry_ms=env_int(env, "TOKENLOG_GATEWAY_RETRY_MS", d.retry_ms),
+            max_body_bytes=env_int(env, "TOKENLOG_GATEWAY_MAX_BODY_BYTES", d.max_body_bytes),
+            max_prompt_chars=env_int(env, "TOKENLOG_GATEWAY_MAX_PROMPT_CHARS", d.max_prompt_chars),
+            max_ws_frame_bytes=env_int(env, "TOKENLOG_GATEWAY_MAX_WS_FRAME_BYTES", d.max_ws_frame_bytes),
+            prompt_rate_per_min=env_float(env, "TOKENLOG_GATEWAY_PROMPT_RATE_PER_MIN", d.prompt_rate_per_min),
+            prompt_burst=env_int(env, "TOKENLOG_GATEWAY_PROMPT_BURST", d.prompt_burst),
+            max_connections_per_user=env_int(
+                env, "TOKENLOG_GATEWAY_MAX_CONNECTIONS_PER_USER", d.max_connections_per_user
+            ),
+            catchup_consumers=env_int(env, "TOKENLOG_GATEWAY_CATCHUP_CONSUMERS", d.catchup_consumers),
+            catchup_timeout_s=env_float(env, "TOKENLOG_GATEWAY_CATCHUP_TIMEOUT_S", d.catchup_timeout_s),
+            produce_timeout_s=env_float(env, "TOKENLOG_GATEWAY_PRODUCE_TIMEOUT_S", d.produce_timeout_s),
+            ready_max_lag=env_int(env, "TOKENLOG_GATEWAY_READY_MAX_LAG", d.ready_max_lag),
+            shutdown_grace_s=env_float(env, "TOKENLOG_GATEWAY_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
+        )
+
+    def check(self) -> None:
+        """Refuse settings the gateway cannot run safely with."""
+        if len(self.secret.encode()) < 32:
+            raise ValueError(
+                "TOKENLOG_GATEWAY_SECRET must be set to at least 32 bytes (every gateway shares it)"
+            )
+        for name in ("window_events", "queue_frames", "catchup_consumers", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+    @property
+    def origins(self) -> frozenset[str]:
+        """The WebSocket Origin allowlist in force."""
+        if self.allowed_origins:
+            return frozenset(self.allowed_origins)
+        own = {f"http://{self.host}:{self.port}"}
+        if self.host in ("127.0.0.1", "::1", "localhost"):
+            own |= {f"http://127.0.0.1:{self.port}", f"http://localhost:{self.port}"}
+        return frozenset(own)
