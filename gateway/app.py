@@ -36,7 +36,6 @@ from gateway.errors import (
     OriginNotAllowed,
     PayloadTooLarge,
     RateLimited,
-    SlowClient,
     Unauthorized,
     UnknownConversation,
 )
@@ -274,8 +273,6 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
                 yield b"".join(chunk)
                 delivered.inc(len(chunk))
             if conn.error is not None:
-                if isinstance(conn.error, SlowClient):
-                    gw.metrics.slow_closes.labels("sse").inc()
                 yield sse_event(orjson.dumps(conn.error.body()), event="error")
         except GatewayError as exc:
             yield sse_event(orjson.dumps(exc.body()), event="error")
@@ -408,8 +405,6 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
         error = conn.error
         if error is None:
             return None
-        if isinstance(error, SlowClient):
-            gw.metrics.slow_closes.labels("ws").inc()
         with contextlib.suppress(Exception):
             await ws_send(ws, control_json("error", **error.body()["error"]))
             await ws.close(error.close_code, error.code)

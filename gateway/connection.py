@@ -9,13 +9,17 @@ CONNECTING ──subscribe──▶ CATCHING_UP ──merge done──▶ LIVE �
 The hub hands every live event to ``deliver`` (never blocking): while catching up it is buffered
 (the merge splices it after the catch-up), when live it is queued for the writer. Both are bounded
 by ``cap``: a client that falls that far behind is closed with ``slow_client`` and resumes from its
-cursor, so memory stays bounded and the hub never waits for anyone. Illegal transitions raise.
+cursor, so memory stays bounded and the hub never waits for anyone. The writer takes frames in
+small batches, so one blocked on a socket that stopped draining holds at most a batch; it sends
+the close once the socket moves again (or the server's ping timeout drops it). Illegal
+transitions raise.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -64,7 +68,8 @@ class Connection:
         self._pending: list[Entry] = []
         self._queue: deque[Item] = deque()
         self._wake = asyncio.Event()
-        self.delivered = 0
+        self.on_close: Callable[[Connection], None] | None = None
+        """Called once when the connection closes (metrics)."""
 
     def _move(self, to: State) -> None:
         if to not in _NEXT[self.state]:
@@ -120,6 +125,8 @@ class Connection:
         if isinstance(error, SlowClient):
             self._queue.clear()  # the client resumes from the last frame it received
         self._wake.set()
+        if self.on_close is not None:
+            self.on_close(self)
 
     # ------------------------------------------------------------------ writer side
 
@@ -131,9 +138,10 @@ class Connection:
     def queued(self) -> int:
         return len(self._queue)
 
-    async def take(self, timeout_s: float) -> list[Item] | None:
-        """Frames ready to write (all of them: the writer batches); [] after ``timeout_s`` with
-        nothing (time for a heartbeat); None once closed and drained."""
+    async def take(self, timeout_s: float, batch: int = 64) -> list[Item] | None:
+        """Up to ``batch`` frames ready to write; [] after ``timeout_s`` with nothing (time for a
+        heartbeat); None once closed and drained. Frames stay queued (and count against ``cap``)
+        until taken, so a writer blocked on a slow socket holds at most one batch."""
         if not self._queue:
             if self.state is State.CLOSED:
                 return None
@@ -144,6 +152,9 @@ class Connection:
                 return []
             if not self._queue:
                 return None if self.closed else []
-        items = list(self._queue)
-        self._queue.clear()
-        return items
+        queue = self._queue
+        if len(queue) <= batch:
+            items = list(queue)
+            queue.clear()
+            return items
+        return [queue.popleft() for _ in range(batch)]

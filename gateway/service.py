@@ -39,6 +39,7 @@ from gateway.errors import (
     Forbidden,
     GatewayError,
     ShuttingDown,
+    SlowClient,
     Unavailable,
     UnknownConversation,
     WrongShard,
@@ -245,9 +246,14 @@ class Gateway:
         partition = self.partition_of(conversation_id)
         self.counter.acquire(identity.user_id)
         conn = Connection(conversation_id, partition, identity.user_id, transport, self.settings.queue_frames)
+        conn.on_close = self._closed
         self.connections.add(conn)
         self.metrics.connections.labels(transport).inc()
         return conn
+
+    def _closed(self, conn: Connection) -> None:
+        if isinstance(conn.error, SlowClient):
+            self.metrics.slow_closes.labels(conn.transport).inc()
 
     def disconnect(self, conn: Connection) -> None:
         if conn in self.connections:

@@ -62,6 +62,7 @@ def test_make_run_starts_broker_topics_and_services_and_stops_everything_on_ctrl
     port = free_port()
     worker_port = free_port()
     sessions_port = free_port()
+    gateway_port = free_port()
     proc = services.start(
         "make-run",
         [sys.executable, "-m", "infra.run"],
@@ -72,6 +73,7 @@ def test_make_run_starts_broker_topics_and_services_and_stops_everything_on_ctrl
             TOKENLOG_TOPIC_PARTITIONS="3",
             TOKENLOG_WORKER_HTTP_PORT=str(worker_port),
             TOKENLOG_SESSIONS_PORT=str(sessions_port),
+            TOKENLOG_GATEWAY_PORT=str(gateway_port),
             TOKENLOG_SESSIONS_APP_ID=unique("sessions"),
             TOKENLOG_SESSIONS_DATA_DIR=str(tmp_path / "sessions"),
             TOKENLOG_DEMO_TOKENS_PER_S="0",
@@ -108,6 +110,24 @@ def test_make_run_starts_broker_topics_and_services_and_stops_everything_on_ctrl
 
     snap = asyncio.run(snapshot_at(f"http://127.0.0.1:{sessions_port}", cid, transcript.events[-1][0]))
     assert [t["status"] for t in snap["turns"]] == ["completed"]
+    # ... and the gateway (development mode) takes a prompt and streams its answer.
+    from gateway.client import Client
+
+    async def through_the_gateway() -> list[str]:
+        url = f"http://127.0.0.1:{gateway_port}"
+        async with Client(url, await Client.dev_token(url, "make-run-user")) as client:
+            other = unique("conv")
+            follower = client.follow(other, transport="sse")
+            await follower.once(until=lambda f: f["type"] == "snapshot")
+            await client.prompt(other, "hello [[tokens=5]]", prompt_id="p-1")
+            await follower.once(until=lambda f: f["type"] == "response.completed")
+            return [f["type"] for f in follower.received]
+
+    kinds = asyncio.run(through_the_gateway())
+    assert kinds[0] == "snapshot"
+    assert kinds[-1] == "response.completed"
+    assert "token" in kinds  # five tokens, coalesced by the worker into fewer deltas
+    assert f"gateway (open this): http://127.0.0.1:{gateway_port}/" in proc.log_path.read_text()
 
     assert proc.pid is not None
     os.kill(proc.pid, signal.SIGINT)
@@ -117,4 +137,5 @@ def test_make_run_starts_broker_topics_and_services_and_stops_everything_on_ctrl
     log = proc.log_path.read_text()
     assert "stopping worker" in log
     assert "stopping sessions" in log
+    assert "stopping gateway" in log
     assert "kafka stopped" in log

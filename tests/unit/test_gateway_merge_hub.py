@@ -1,0 +1,195 @@
+"""The resume splice, the hub's coverage rules and the connection state machine, without I/O."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.connection import Connection, Control, State
+from gateway.entry import Entry, entry_of
+from gateway.errors import SlowClient
+from gateway.hub import Hub, HubLimits
+from gateway.merge import Gap, merge
+from schemas.records import ResponseResumed, ResponseStarted, ResumeMode, TokenDelta
+
+CID = "conv-1"
+
+
+def started(offset: int, rid: str = "r-1", attempt: int = 0) -> Entry:
+    event = ResponseStarted(CID, rid, "p-1", "alice", "hi", "m", 0, attempt=attempt)
+    return entry_of(event, epoch="e", partition=0, offset=offset)
+
+
+def delta(offset: int, seq: int, rid: str = "r-1", attempt: int = 0) -> Entry:
+    return entry_of(TokenDelta(CID, rid, seq, f"t{seq}", 0, attempt), epoch="e", partition=0, offset=offset)
+
+
+def offsets(entries: list[Entry]) -> list[int]:
+    return [e.offset for e in entries]
+
+
+# ------------------------------------------------------------------ merge
+
+
+@pytest.mark.parametrize(
+    ("after", "splice", "caught", "buffered", "expected"),
+    [
+        # catch-up then live, nothing doubled at the splice
+        (1, 5, [2, 4, 5], [7, 9], [2, 4, 5, 7, 9]),
+        # a catch-up read past the splice: the buffer has those, they are dropped from the catch-up
+        (1, 5, [2, 4, 5, 7], [7, 9], [2, 4, 5, 7, 9]),
+        # the same record read twice
+        (1, 5, [2, 2, 4], [7], [2, 4, 7]),
+        # events at or before the cursor are never re-sent
+        (4, 5, [2, 4, 5], [7], [5, 7]),
+        # a client ahead of this gateway's reader: buffered events it has are dropped
+        (8, 5, [], [7, 8, 9], [9]),
+        # nothing missed at all
+        (5, 5, [], [6], [6]),
+    ],
+)
+def test_merge_orders_and_deduplicates_catch_up_and_buffered_live(
+    after: int, splice: int, caught: list[int], buffered: list[int], expected: list[int]
+) -> None:
+    seqs = {o: i for i, o in enumerate(sorted({*caught, *buffered}))}  # one answer, seq by offset
+
+    def make(o: int) -> Entry:
+        return delta(o, seqs[o])
+
+    result = merge(after, splice, [make(o) for o in caught], [make(o) for o in buffered], expected=None)
+    assert offsets(result) == expected
+
+
+def test_merge_reports_offsets_the_index_expected_but_the_read_missed() -> None:
+    with pytest.raises(Gap, match="missed"):
+        merge(1, 9, [delta(3, 0), delta(9, 2)], [], expected=[3, 6, 9])
+    assert offsets(merge(1, 9, [delta(3, 0), delta(6, 1), delta(9, 2)], [], expected=[3, 6, 9])) == [3, 6, 9]
+
+
+def test_merge_reports_an_incomplete_read_and_a_seq_hole_as_gaps() -> None:
+    with pytest.raises(Gap, match="did not reach"):
+        merge(1, 9, [delta(3, 0)], [], complete=False)
+    with pytest.raises(Gap, match="jumps"):
+        merge(1, 9, [delta(3, 0), delta(4, 1)], [delta(10, 3)])
+    with pytest.raises(Gap, match="out of order"):
+        merge(1, 9, [delta(5, 0), delta(3, 1)], [])
+
+
+def test_merge_accepts_a_takeover_that_restarts_or_continues_the_seq() -> None:
+    resumed = entry_of(
+        ResponseResumed(CID, "r-1", 1, 0, ResumeMode.CONTINUE, 0), epoch="e", partition=0, offset=5
+    )
+    result = merge(
+        0, 9, [delta(1, 0), delta(2, 1), resumed, delta(6, 1, attempt=1), delta(7, 2, attempt=1)], []
+    )
+    assert offsets(result) == [1, 2, 5, 6, 7]
+
+
+# ------------------------------------------------------------------ hub
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.got: list[Entry] = []
+
+    def deliver(self, entry: Entry) -> None:
+        self.got.append(entry)
+
+
+def test_a_conversation_the_hub_never_saw_resumes_from_memory_with_nothing_to_read() -> None:
+    hub = Hub()
+    hub.start(0, 100)
+    hub.publish(0, "other", delta(100, 0))
+    assert hub.from_memory(CID, 0, 99, 100) == []
+    assert hub.offsets(CID, 0, 99, 100) == []
+    assert hub.from_memory(CID, 0, 50, 100) is None, "before the reader started: not known"
+
+
+def test_the_window_serves_what_it_covers_and_the_index_what_the_window_lost() -> None:
+    hub = Hub(HubLimits(window_events=3, index_offsets=100))
+    hub.start(0, 10)
+    for i, offset in enumerate((10, 12, 14, 16, 18)):
+        hub.publish(0, CID, delta(offset, i))
+    window = hub.from_memory(CID, 0, 13, 18)
+    assert window is not None
+    assert offsets(window) == [14, 16, 18]
+    assert hub.from_memory(CID, 0, 11, 18) is None, "offset 12 was evicted from the window"
+    assert hub.offsets(CID, 0, 11, 18) == [12, 14, 16, 18]
+    assert hub.offsets(CID, 0, 9, 16) == [10, 12, 14, 16]
+
+
+def test_evicting_an_idle_conversation_moves_the_partitions_horizon() -> None:
+    hub = Hub(HubLimits(window_events=10, window_total_events=4))
+    hub.start(0, 0)
+    hub.publish(0, "idle", delta(0, 0, rid="r-idle"))
+    hub.publish(0, "idle", delta(1, 1, rid="r-idle"))
+    for i, offset in enumerate((2, 3, 4)):
+        hub.publish(0, CID, delta(offset, i))
+    assert "idle" not in hub.conversations
+    assert hub.window_total <= 4
+    assert hub.from_memory("idle", 0, 0, 4) is None, "its events before the horizon are gone"
+    assert hub.from_memory("idle", 0, 1, 4) == []
+
+
+def test_subscribers_get_events_after_the_splice_and_conversations_they_follow_are_kept() -> None:
+    hub = Hub(HubLimits(window_events=10, window_total_events=2))
+    hub.start(0, 0)
+    sink = Sink()
+    assert hub.subscribe(CID, 0, sink) == -1
+    hub.publish(0, CID, started(0))
+    for i in range(5):
+        hub.publish(0, "noise", delta(1 + i, i, rid="r-n"))
+    hub.publish(0, CID, delta(6, 0))
+    assert offsets(sink.got) == [0, 6]
+    assert CID in hub.conversations
+    assert hub.owners.get(CID) == "alice"
+    hub.unsubscribe(CID, sink)
+    hub.publish(0, CID, delta(7, 1))
+    assert offsets(sink.got) == [0, 6]
+
+
+# ------------------------------------------------------------------ connection
+
+
+def test_a_connection_buffers_while_catching_up_and_refuses_illegal_transitions() -> None:
+    conn = Connection(CID, 0, "alice", "ws", cap=4)
+    with pytest.raises(RuntimeError):
+        conn.go_live([])
+    conn.catching_up()
+    conn.deliver(delta(5, 0))
+    assert [e.offset for e in conn.take_pending()] == [5]
+    conn.push(Control("snapshot", b"{}", "c"))
+    conn.go_live([delta(5, 0)], Control("subscribed", b"{}"))
+    assert conn.state is State.LIVE
+    items = asyncio.run(conn.take(0.01))
+    assert items is not None
+    assert [getattr(i, "kind", None) for i in items] == ["subscribed", "snapshot", None]
+    with pytest.raises(RuntimeError):
+        conn.catching_up()
+
+
+def test_a_client_that_falls_behind_is_closed_with_the_resume_code_and_its_queue_freed() -> None:
+    closed: list[Connection] = []
+    conn = Connection(CID, 0, "alice", "sse", cap=3)
+    conn.on_close = closed.append
+    conn.catching_up()
+    conn.go_live([])
+    for i in range(4):
+        conn.deliver(delta(i, i))
+    assert conn.state is State.CLOSED
+    assert isinstance(conn.error, SlowClient)
+    assert conn.error.close_code == 4000
+    assert conn.queued == 0
+    assert closed == [conn]
+    assert asyncio.run(conn.take(0.01)) is None
+
+
+def test_a_writer_takes_bounded_batches() -> None:
+    conn = Connection(CID, 0, "alice", "ws", cap=500)
+    conn.catching_up()
+    conn.go_live([delta(i, i) for i in range(200)])
+    batch = asyncio.run(conn.take(0.01, batch=64))
+    assert batch is not None
+    assert len(batch) == 64
+    assert conn.queued == 136
