@@ -437,4 +437,41 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
         gw.gauges()
         return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    def openapi() -> dict[str, Any]:
+        """FastAPI leaves WebSocket routes out of the document; ours is described by hand."""
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            schema["paths"]["/v1/conversations/{cid}/ws"] = {
+                "get": {
+                    "summary": "Websocket",
+                    "description": (
+                        "WebSocket stream of the conversation (upgrade). Client frames: subscribe "
+                        "{cursor?}, prompt, cancel, ping; server frames: subscribed, snapshot, resync, "
+                        "the log's events (each with its cursor), ack, pong, error. Close codes and what "
+                        "the client does next: see the README's error table."
+                    ),
+                    "parameters": [
+                        {"name": "cid", "in": "path", "required": True, "schema": {"type": "string"}},
+                        {
+                            "name": "access_token",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "101": {"description": "switching protocols"},
+                        "401": {"description": "missing, expired or invalid token"},
+                        "403": {"description": "not your conversation, or an Origin not allowed"},
+                    },
+                }
+            }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -117,7 +117,9 @@ class Follower:
         base = self.client.base_url.replace("http://", "ws://").replace("https://", "wss://")
         url = f"{base}/v1/conversations/{self.conversation_id}/ws?{query}"
         try:
-            async with websockets.connect(url, compression=None, max_size=2**24) as ws:
+            # No receive flow control: a follower that stops reading early still gets to the
+            # server's close frame behind the frames in flight (else close() waits its timeout).
+            async with websockets.connect(url, compression=None, max_size=2**24, max_queue=None) as ws:
                 await ws.send(orjson.dumps({"type": "subscribe", "cursor": self.cursor}).decode())
                 async for message in ws:
                     frame = orjson.loads(message)

@@ -48,6 +48,19 @@ class GatewayServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def listen(settings: GatewaySettings) -> socket.socket:
+    """The listening socket; accepted connections inherit its send buffer size (Linux)."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if settings.send_buffer_bytes > 0:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.send_buffer_bytes)
+    sock.bind((settings.host, settings.port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
 def build(settings: GatewaySettings) -> GatewayServer:
     gateway = Gateway(settings)
     app = create_app(settings, gateway)
@@ -78,4 +91,4 @@ def main() -> None:
     logging.getLogger(__name__).info(
         "gateway on http://%s:%d (development mode: %s)", settings.host, settings.port, settings.dev_mode
     )
-    server.run()
+    server.run(sockets=[listen(settings)])

@@ -61,6 +61,9 @@ class GatewaySettings:
     ready_max_lag: int = 10_000
     """Readiness: the tail reader is at most this many events behind in every partition."""
     shutdown_grace_s: float = 5.0
+    send_buffer_bytes: int = 0
+    """SO_SNDBUF of client connections (inherited from the listening socket); 0: the kernel's
+    autotuning. A small value bounds kernel memory per slow client, at some throughput cost."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -99,6 +102,7 @@ class GatewaySettings:
             produce_timeout_s=env_float(env, "TOKENLOG_GATEWAY_PRODUCE_TIMEOUT_S", d.produce_timeout_s),
             ready_max_lag=env_int(env, "TOKENLOG_GATEWAY_READY_MAX_LAG", d.ready_max_lag),
             shutdown_grace_s=env_float(env, "TOKENLOG_GATEWAY_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
+            send_buffer_bytes=env_int(env, "TOKENLOG_GATEWAY_SEND_BUFFER_BYTES", d.send_buffer_bytes),
         )
 
     def check(self) -> None:

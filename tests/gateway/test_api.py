@@ -262,6 +262,7 @@ def test_operations_routes_and_the_openapi_document(stack: Stack, gw: GatewayPro
             "/v1/conversations/{cid}/cancel",
             "/v1/conversations/{cid}",
             "/v1/conversations/{cid}/events",
+            "/v1/conversations/{cid}/ws",
             "/v1/dev/token",
             "/healthz",
             "/readyz",

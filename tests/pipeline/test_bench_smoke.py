@@ -1,4 +1,4 @@
-"""`make bench` keeps working: a tiny worker throughput run (figures are not judged here)."""
+"""`make bench` keeps working: tiny runs of each benchmark (figures are not judged here)."""
 
 from __future__ import annotations
 
@@ -27,3 +27,17 @@ def test_sessions_recovery_benchmark_runs_end_to_end(
     figures = measure(bootstrap, 50, "rocksdb://", tmp_path)  # raises if a recovered snapshot is wrong
     assert figures["restart_caught_up_s"] >= figures["restart_ready_s"] > 0
     assert figures["fresh_caught_up_s"] >= figures["fresh_ready_s"] > 0
+
+
+def test_gateway_benchmark_runs_end_to_end(
+    bootstrap: str, provisioned: TopicSettings, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from bench.gateway import measure
+
+    figures = asyncio.run(measure(bootstrap, tmp_path, resumes=3, missed=[5, 40], connections=20))
+    assert len(figures["points"]) == 2 * 2 * 2
+    assert figures["paths_served"]["memory"]["memory"] >= 3 * 2 * 2
+    assert figures["paths_served"]["seek"]["seek"] >= 3 * 2  # 40 missed > a 16-event window
+    assert figures["idle"]["held_by_gateway"] == 20

@@ -1,0 +1,278 @@
+"""Resume latency and idle connections of one gateway process.
+
+    python -m bench.gateway [--resumes 200] [--missed 10 100 1000] [--connections 5000]
+
+Writes one conversation's answer straight into ``conversation.tokens`` while two gateway
+processes read it: one with the default memory window, one whose window holds 16 events (every
+resume there takes the seek path). Then, for each number of missed events, clients reconnect with
+the cursor that many events back and the time from opening the connection to receiving the first
+missed event (and all of them) is recorded, over SSE and WebSocket. Finally N idle WebSocket
+connections are opened on one gateway and its resident memory per connection is measured.
+
+Uses ``KAFKA_BOOTSTRAP_SERVERS`` or starts a local broker of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import websockets
+from aiokafka import AIOKafkaProducer
+
+from bench.worker import RESULTS, kafka
+from gateway.auth import TokenService
+from gateway.wire import SSEDecoder
+from infra.broker import cluster_metadata
+from infra.process import ManagedProcess, free_port, wait_until
+from infra.services import http_ok
+from infra.settings import TopicSettings
+from infra.topics import ensure, topic_specs
+from schemas.codec import TOKENS
+from schemas.cursor import Cursor
+from schemas.records import ResponseStarted, TokenDelta, now_ms
+from schemas.registry import TOKENS_TOPIC
+
+
+def start_gateway(
+    bootstrap: str, secret: str, workdir: Path, name: str, env: dict[str, str]
+) -> tuple[ManagedProcess, str]:
+    port = free_port()
+    proc = ManagedProcess(
+        name,
+        [sys.executable, "-m", "gateway"],
+        workdir / f"{name}.log",
+        env={
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "TOKENLOG_GATEWAY_PORT": str(port),
+            "TOKENLOG_GATEWAY_SECRET": secret,
+            "TOKENLOG_GATEWAY_SESSIONS_URL": f"http://127.0.0.1:{free_port()}",
+            "TOKENLOG_GATEWAY_MAX_CONNECTIONS_PER_USER": "1000000",
+            **env,
+        },
+    )
+    proc.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: http_ok(f"{url}/readyz")() or not proc.running(), 60, what=f"{name} ready")
+    if not proc.running():
+        raise RuntimeError(f"{name} did not start: {proc.log_path.read_text()[-2000:]}")
+    return proc, url
+
+
+async def write_answer(bootstrap: str, cid: str, deltas: int) -> tuple[int, list[int]]:
+    """One answer (a start and ``deltas`` deltas); its partition and the offsets of its events."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    try:
+        rid = f"r-{uuid.uuid4().hex}"
+        events: list[Any] = [ResponseStarted(cid, rid, "p-1", "bench", "question", "m", now_ms())]
+        events += [TokenDelta(cid, rid, i, f" w{i}", now_ms()) for i in range(deltas)]
+        futures = [await producer.send(TOKENS_TOPIC, TOKENS.encode(e), key=cid.encode()) for e in events]
+        written = [await f for f in futures]
+        return int(written[0].partition), [int(m.offset) for m in written]
+    finally:
+        await producer.stop()
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    return {
+        "n": len(ordered),
+        "p50_ms": round(at(0.50), 3),
+        "p90_ms": round(at(0.90), 3),
+        "p99_ms": round(at(0.99), 3),
+        "max_ms": round(ordered[-1] * 1000, 3),
+        "mean_ms": round(statistics.fmean(ordered) * 1000, 3),
+    }
+
+
+async def resume_sse(
+    http: httpx.AsyncClient, url: str, cid: str, *, token: str, cursor: str, missed: int
+) -> tuple[float, float]:
+    began = time.perf_counter()
+    first = 0.0
+    got = 0
+    decoder = SSEDecoder()
+    async with http.stream(
+        "GET",
+        f"{url}/v1/conversations/{cid}/events",
+        params={"access_token": token},
+        headers={"Last-Event-ID": cursor},
+    ) as response:
+        assert response.status_code == 200, response.status_code
+        async for chunk in response.aiter_raw():
+            for kind, _, _ in decoder.feed(chunk):
+                if kind in {"token", "response.started"}:
+                    got += 1
+                    if got == 1:
+                        first = time.perf_counter() - began
+                    if got == missed:
+                        return first, time.perf_counter() - began
+    raise AssertionError(f"stream ended after {got} of {missed} events")
+
+
+async def resume_ws(url: str, cid: str, token: str, cursor: str, missed: int) -> tuple[float, float]:
+    began = time.perf_counter()
+    first = 0.0
+    got = 0
+    ws_url = url.replace("http://", "ws://") + f"/v1/conversations/{cid}/ws?access_token={token}"
+    async with websockets.connect(ws_url, compression=None) as ws:
+        await ws.send(orjson.dumps({"type": "subscribe", "cursor": cursor}).decode())
+        async for message in ws:
+            if orjson.loads(message)["type"] in ("token", "response.started"):
+                got += 1
+                if got == 1:
+                    first = time.perf_counter() - began
+                if got == missed:
+                    return first, time.perf_counter() - began
+    raise AssertionError(f"socket closed after {got} of {missed} events")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+async def idle_connections(url: str, pid: int, token: str, count: int) -> dict[str, float]:
+    """Open ``count`` idle WebSocket streams (each following its own conversation) on one gateway."""
+    before = rss_kib(pid)
+    sockets = []
+    base = url.replace("http://", "ws://")
+    began = time.perf_counter()
+    try:
+        for i in range(count):
+            ws = await websockets.connect(
+                f"{base}/v1/conversations/idle-{i}/ws?access_token={token}", compression=None, open_timeout=30
+            )
+            await ws.send('{"type":"subscribe","cursor":"now"}')
+            sockets.append(ws)
+        for ws in sockets:  # every one subscribed and live
+            assert orjson.loads(await ws.recv())["type"] == "subscribed"
+        opened = time.perf_counter() - began
+        await asyncio.sleep(1.0)
+        after = rss_kib(pid)
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"{url}/metrics")).text
+        held = next(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith('tokenlog_gateway_connections{transport="ws"}')
+        )
+    finally:
+        for ws in sockets:
+            await ws.close()
+    return {
+        "connections": count,
+        "held_by_gateway": held,
+        "open_s": round(opened, 2),
+        "rss_before_mib": round(before / 1024, 1),
+        "rss_after_mib": round(after / 1024, 1),
+        "kib_per_connection": round((after - before) / count, 1),
+    }
+
+
+async def measure(
+    bootstrap: str, workdir: Path, *, resumes: int, missed: list[int], connections: int
+) -> dict[str, Any]:
+    await ensure(bootstrap, topic_specs(TopicSettings()))
+    secret = secrets.token_urlsafe(48)
+    token = TokenService(secret, 3600).issue("bench")
+    gw_mem, mem_url = start_gateway(bootstrap, secret, workdir, "gateway-memory", {})
+    gw_seek, seek_url = start_gateway(
+        bootstrap, secret, workdir, "gateway-seek", {"TOKENLOG_GATEWAY_WINDOW_EVENTS": "16"}
+    )
+    try:
+        cid = f"bench-{uuid.uuid4().hex[:12]}"
+        total = max(missed) + 10
+        part, offsets = await write_answer(bootstrap, cid, total)
+        epoch = str((await cluster_metadata(bootstrap, timeout_s=30))["cluster_id"])
+        figures: dict[str, Any] = {"resumes_per_point": resumes, "points": []}
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_keepalive_connections=0)) as http:
+            for path, url in (("memory", mem_url), ("seek", seek_url)):
+                for n in missed:
+                    cursor = Cursor(epoch, int(part), offsets[len(offsets) - 1 - n]).format()
+                    for transport in ("sse", "ws"):
+                        firsts, alls = [], []
+                        for _ in range(resumes):
+                            if transport == "sse":
+                                first, done = await resume_sse(
+                                    http, url, cid, token=token, cursor=cursor, missed=n
+                                )
+                            else:
+                                first, done = await resume_ws(url, cid, token, cursor, n)
+                            firsts.append(first)
+                            alls.append(done)
+                        first_p, all_p = percentiles(firsts), percentiles(alls)
+                        figures["points"].append(
+                            {
+                                "path": path,
+                                "transport": transport,
+                                "missed": n,
+                                "first_event": first_p,
+                                "all_events": all_p,
+                            }
+                        )
+                        print(
+                            f"  {path:6} {transport:3} missed {n:5}: first p50 {first_p['p50_ms']:7.2f} ms"
+                            f" p99 {first_p['p99_ms']:7.2f} ms; all events p50 {all_p['p50_ms']:7.2f} ms"
+                            f" p99 {all_p['p99_ms']:7.2f} ms",
+                            flush=True,
+                        )
+        served = {}
+        for name, url in (("memory", mem_url), ("seek", seek_url)):
+            async with httpx.AsyncClient(timeout=10) as http:
+                text = (await http.get(f"{url}/metrics")).text
+            served[name] = {
+                line.split('path="')[1].split('"')[0]: float(line.split()[-1])
+                for line in text.splitlines()
+                if line.startswith("tokenlog_gateway_resumes_total{")
+            }
+        figures["paths_served"] = served
+        if connections:
+            gw_seek.stop()
+            figures["idle"] = await idle_connections(mem_url, gw_mem.pid or 0, token, connections)
+            print(f"  idle websocket connections: {figures['idle']}", flush=True)
+        return figures
+    finally:
+        gw_mem.stop()
+        gw_seek.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.gateway")
+    parser.add_argument("--resumes", type=int, default=200)
+    parser.add_argument("--missed", type=int, nargs="*", default=[10, 100, 1000])
+    parser.add_argument("--connections", type=int, default=5000)
+    args = parser.parse_args()
+    with kafka() as bootstrap, tempfile.TemporaryDirectory() as tmp:
+        print("gateway resume latency (connect → first missed event, → all missed events)", flush=True)
+        figures = asyncio.run(
+            measure(
+                bootstrap, Path(tmp), resumes=args.resumes, missed=args.missed, connections=args.connections
+            )
+        )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "gateway.json").write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
