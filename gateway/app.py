@@ -332,7 +332,7 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
                         return
                     continue
                 if reply == "subscribe":
-                    writer = asyncio.create_task(ws_writer(ws, conn))
+                    writer = asyncio.create_task(ws_writer(ws, conn, identity))
                 elif reply is not None:
                     await ws_send(ws, reply)
         except WebSocketDisconnect:
@@ -387,12 +387,15 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
             accepted = await gw.cancel(conn.conversation_id, identity, frame["body"])
         return control_json("ack", ref=ref, command=kind, **accepted.model_dump())
 
-    async def ws_writer(ws: WebSocket, conn: Connection) -> tuple[int, str] | None:
+    async def ws_writer(ws: WebSocket, conn: Connection, identity: Identity) -> tuple[int, str] | None:
         delivered = gw.metrics.delivered.labels("ws")
         while True:
             items = await conn.take(settings.heartbeat_s)
             if items is None:
                 break
+            if time.time() >= identity.expires_at:
+                conn.close(Unauthorized("token expired", reason="expired"))
+                continue
             for item in items:
                 if isinstance(item, Entry):
                     try:

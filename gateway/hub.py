@@ -112,6 +112,8 @@ class Hub:
         conv = self.conversations.get(conversation_id)
         if conv is not None:
             conv.subscribers.discard(subscriber)
+            if not conv.subscribers and not conv.index:
+                del self.conversations[conversation_id]  # followed, never written: nothing to keep
 
     def from_memory(self, conversation_id: str, partition: int, after: int, upto: int) -> list[Entry] | None:
         """The conversation's events in ``(after, upto]`` if the window holds all of them."""

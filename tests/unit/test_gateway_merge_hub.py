@@ -149,6 +149,17 @@ def test_subscribers_get_events_after_the_splice_and_conversations_they_follow_a
     assert offsets(sink.got) == [0, 6]
 
 
+def test_a_conversation_followed_but_never_written_is_forgotten_when_its_last_follower_leaves() -> None:
+    hub = Hub()
+    hub.start(0, 0)
+    sink = Sink()
+    hub.subscribe("quiet", 0, sink)
+    assert "quiet" in hub.conversations
+    hub.unsubscribe("quiet", sink)
+    assert "quiet" not in hub.conversations
+    assert hub.from_memory("quiet", 0, -1, 0) == [], "still covered: nothing was written to it"
+
+
 # ------------------------------------------------------------------ connection
 
 
