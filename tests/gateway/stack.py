@@ -68,6 +68,7 @@ class Stack:
                 "TOKENLOG_GATEWAY_SECRET": self.secret,
                 "TOKENLOG_GATEWAY_SESSIONS_URL": self.sessions_url or f"http://127.0.0.1:{free_port()}",
                 "TOKENLOG_GATEWAY_DEV_MODE": "true",
+                "TOKENLOG_GATEWAY_SESSIONS_TIMEOUT_S": "10",  # the session app is busy in a full run
                 "TOKENLOG_GATEWAY_SHUTDOWN_GRACE_S": "3",
                 "PYTHONUNBUFFERED": "1",
                 **(env or {}),

@@ -66,10 +66,11 @@ async def _join_mid_answer(stack: Stack, gw: GatewayProc) -> None:
         first = client.follow(cid, transport="ws")
         await first.once(until=opened)
         start = offset_of(first_frame(first, "snapshot")["cursor"])
-        accepted = await client.prompt(cid, "Long [[tokens=600]] [[rate=150]]", prompt_id="p-1")
+        accepted = await client.prompt(cid, "Long [[tokens=1500]] [[rate=300]]", prompt_id="p-1")
         await first.once(until=lambda f: f.get("type") == "token" and f["seq"] >= 40)
-        # Wait until the snapshot source holds part of the answer (the session app may trail).
-        for _ in range(200):
+        # Wait until the snapshot source holds part of the answer (the session app may trail the
+        # log, more so while it reads what earlier tests wrote).
+        for _ in range(1000):
             conversation = await client.snapshot(cid)
             if conversation["live"] is not None and conversation["live"]["last_seq"] >= 5:
                 break
