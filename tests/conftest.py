@@ -62,3 +62,10 @@ def services(tmp_path: Path) -> Iterator[ServiceRunner]:
         yield runner
     finally:
         runner.stop_all()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Gateway tests run last. Every test shares the session's topics, and the session-state tests
+    start apps that read those topics from the beginning; the gateway tests write the most (long
+    and flooding answers), so running them after keeps the others' catch-up short."""
+    items.sort(key=lambda item: "tests/gateway/" in item.nodeid or item.nodeid.startswith("gateway/"))

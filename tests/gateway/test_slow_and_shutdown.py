@@ -23,7 +23,7 @@ from tests.pipeline.helpers import all_finished, read_transcript
 
 pytestmark = pytest.mark.integration
 
-QUEUE = 256
+QUEUE = 1024  # a second of slack at 1,000 events/s for the follower that keeps up
 
 
 def rss_kib(pid: int) -> int:

@@ -60,25 +60,29 @@ def test_sse_and_ws_clients_dropping_at_random_points_end_with_the_logs_events_e
     assert gw.metric("tokenlog_gateway_resumes_total", path="memory") > 0
 
 
-async def _join_mid_answer(stack: Stack, gw: GatewayProc) -> None:
+async def _join_mid_answer(stack: Stack, gw: GatewayProc, *, expect_sessions: bool) -> None:
     cid = unique("conv")
     async with Client(gw.url, stack.token("alice")) as client:
         first = client.follow(cid, transport="ws")
         await first.once(until=opened)
         start = offset_of(first_frame(first, "snapshot")["cursor"])
-        accepted = await client.prompt(cid, "Long [[tokens=1500]] [[rate=300]]", prompt_id="p-1")
+        # Long enough for any lag of the session app; the phone stops it once it has joined.
+        accepted = await client.prompt(cid, "Long [[tokens=20000]] [[rate=200]]", prompt_id="p-1")
         await first.once(until=lambda f: f.get("type") == "token" and f["seq"] >= 40)
-        # Wait until the snapshot source holds part of the answer (the session app may trail the
-        # log, more so while it reads what earlier tests wrote).
-        for _ in range(1000):
-            conversation = await client.snapshot(cid)
-            if conversation["live"] is not None and conversation["live"]["last_seq"] >= 5:
-                break
-            await asyncio.sleep(0.02)
-        # A second device with no cursor: snapshot (the partial answer), then live.
+        if expect_sessions:  # wait until the session app holds part of the answer (it may trail)
+            async with httpx.AsyncClient(timeout=10) as http:
+                for _ in range(600):
+                    answer = (await http.get(f"{stack.sessions_url}/sessions/{cid}")).json()
+                    if answer.get("live") and answer["live"]["last_seq"] >= 5:
+                        break
+                    await asyncio.sleep(0.1)
+        # A second device with no cursor: snapshot (the partial answer), then live; it stops the answer.
         phone = client.follow(cid, transport="sse")
-        await phone.once(until=completed(accepted["response_id"]), timeout_s=60)
-        await first.once(until=completed(accepted["response_id"]), timeout_s=60)
+        await phone.once(until=lambda f: f.get("type") == "token", timeout_s=60)
+        await client.cancel(cid, response_id=accepted["response_id"])
+        ended = lambda f: f.get("type") == "response.cancelled"  # noqa: E731
+        await phone.once(until=ended, timeout_s=60)
+        await first.once(until=ended, timeout_s=60)
     transcript = await read_transcript(stack.bootstrap, accepted["partition"], [cid], all_finished(["p-1"]))
     snapshot = phone.received[0]
     assert snapshot["type"] == "snapshot"
@@ -99,7 +103,7 @@ def test_a_device_joining_mid_answer_gets_the_snapshot_then_live_with_no_gap_or_
     stack: Stack, gw: GatewayProc
 ) -> None:
     before = gw.metric("tokenlog_gateway_resumes_total", path="snapshot")
-    asyncio.run(_join_mid_answer(stack, gw))
+    asyncio.run(_join_mid_answer(stack, gw, expect_sessions=True))
     assert gw.metric("tokenlog_gateway_resumes_total", path="snapshot") > before, (
         "hydrated by the session app"
     )
@@ -107,7 +111,7 @@ def test_a_device_joining_mid_answer_gets_the_snapshot_then_live_with_no_gap_or_
 
 def test_without_the_session_app_a_new_device_is_hydrated_from_the_log(stack: Stack) -> None:
     lone = stack.start_gateway("gateway-no-sessions", {"TOKENLOG_GATEWAY_SESSIONS_URL": "http://127.0.0.1:9"})
-    asyncio.run(_join_mid_answer(stack, lone))
+    asyncio.run(_join_mid_answer(stack, lone, expect_sessions=False))
     assert lone.metric("tokenlog_gateway_resumes_total", path="log") >= 1
 
 
