@@ -334,8 +334,11 @@ class Gateway:
             )
         )
         after = snap.cursor.last_offset
-        entries, expected, _ = await self._catch_up(conn.conversation_id, conn.partition, after, splice)
-        return merge(after, splice, entries, conn.take_pending(), expected=expected)
+        try:
+            entries, expected, _ = await self._catch_up(conn.conversation_id, conn.partition, after, splice)
+            return merge(after, splice, entries, conn.take_pending(), expected=expected)
+        except (Resync, Gap) as exc:  # even the fresh snapshot cannot be spliced: let the client retry
+            raise Unavailable(f"cannot resume from a fresh snapshot either ({exc}); retry") from exc
 
     async def _catch_up(
         self, cid: str, partition: int, after: int, splice: int
