@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import time
@@ -22,6 +23,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from gateway.aisdk import HEADERS as AISDK_HEADERS
+from gateway.aisdk import AnswerStream, last_user_prompt
+from gateway.aisdk import part as aisdk_part
 from gateway.auth import Identity, TokenService, bearer
 from gateway.connection import Connection, Control
 from gateway.entry import Entry
@@ -412,6 +416,96 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
             await ws_send(ws, control_json("error", **error.body()["error"]))
             await ws.close(error.close_code, error.code)
         return error.close_code, error.code
+
+    # ------------------------------------------------------------------ Vercel AI SDK
+
+    async def ai_stream(conn: Connection, response_id: str) -> AsyncIterator[bytes]:
+        answer = AnswerStream(response_id)
+        try:
+            while not answer.done():
+                items = await conn.take(settings.heartbeat_s)
+                if items is None:
+                    if conn.error is not None:  # the client resumes with GET /api/chat/{id}/stream
+                        yield aisdk_part({"type": "error", "errorText": conn.error.message})
+                    return
+                chunk: list[bytes] = []
+                for item in items:
+                    if isinstance(item, Entry):
+                        gw.check_entry_owner(conn, item)
+                        chunk.extend(answer.from_frame(orjson.loads(item.json)))
+                    elif item.kind in ("snapshot", "resync"):
+                        conversation = orjson.loads(item.json)["conversation"]
+                        live = conversation.get("live")
+                        turns = [t for t in conversation.get("turns", []) if t["response_id"] == response_id]
+                        if live and live["response_id"] == response_id:
+                            chunk.extend(answer.from_turn(live))
+                        elif turns:
+                            chunk.extend(answer.from_turn(turns[-1]))
+                    if answer.done():
+                        break
+                if chunk:
+                    yield b"".join(chunk)
+        finally:
+            gw.disconnect(conn)
+
+    async def ai_open(cid: str, identity: Identity) -> Connection:
+        conn = gw.connect(cid, identity, "aisdk")
+        try:
+            await gw.open(conn, None)  # subscribed (and a snapshot queued) before anything is written
+        except BaseException:
+            gw.disconnect(conn)
+            raise
+        return conn
+
+    @app.post("/api/chat", response_class=StreamingResponse)
+    async def ai_chat(request: Request, authorization: Auth = None, access_token: Token = None) -> Response:
+        """Vercel AI SDK ``useChat`` (default transport): submit the last user message of chat
+        ``id`` and stream its answer as a UI message stream (v1)."""
+        identity = identify(authorization, access_token)
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest(f"not JSON: {exc}") from exc
+        if not isinstance(body, dict) or not isinstance(body.get("id"), str):
+            raise InvalidRequest("a chat request has an id and messages")
+        cid = check_cid(body["id"])
+        found = last_user_prompt(body.get("messages"))
+        if found is None:
+            raise InvalidRequest("no user message with text to answer")
+        message_id, text = found
+        if len(text) > settings.max_prompt_chars:
+            raise PayloadTooLarge(f"prompt text over {settings.max_prompt_chars} characters")
+        prompt_id = (
+            message_id
+            if _CID.fullmatch(message_id)
+            else f"m-{hashlib.sha256(message_id.encode()).hexdigest()[:32]}"
+        )
+        await gw.authorize(cid, identity)
+        conn = await ai_open(cid, identity)
+        try:
+            accepted = await gw.submit_prompt(cid, identity, PromptBody(prompt_id=prompt_id, text=text))
+        except BaseException:
+            gw.disconnect(conn)
+            raise
+        assert accepted.response_id is not None
+        return StreamingResponse(
+            ai_stream(conn, accepted.response_id), media_type="text/event-stream", headers=AISDK_HEADERS
+        )
+
+    @app.get("/api/chat/{cid}/stream", response_class=StreamingResponse)
+    async def ai_resume(cid: str, authorization: Auth = None, access_token: Token = None) -> Response:
+        """Vercel AI SDK ``useChat({resume: true})``: the answer being written, from its start, or
+        204 when no answer is being written."""
+        identity = identify(authorization, access_token)
+        check_cid(cid)
+        await gw.authorize(cid, identity)
+        live = (await gw.snapshot(cid)).body.get("live")
+        if not live:
+            return Response(status_code=204)
+        conn = await ai_open(cid, identity)
+        return StreamingResponse(
+            ai_stream(conn, live["response_id"]), media_type="text/event-stream", headers=AISDK_HEADERS
+        )
 
     # ------------------------------------------------------------------ development tokens
 
