@@ -13,14 +13,16 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 from fastapi import FastAPI, Header, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from gateway.aisdk import HEADERS as AISDK_HEADERS
@@ -517,6 +519,16 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
             token = tokens.issue(body.user_id, ttl_s=body.ttl_s)
             identity = tokens.verify(token)
             return DevToken(token=token, user_id=body.user_id, expires_at=identity.expires_at)
+
+    # ------------------------------------------------------------------ the browser app
+
+    static = Path(__file__).parent / "static"
+    app.mount("/static", StaticFiles(directory=static), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def browser_app() -> FileResponse:
+        """The browser client (plain ES modules, no build step)."""
+        return FileResponse(static / "index.html", headers={"Cache-Control": "no-cache"})
 
     # ------------------------------------------------------------------ operations
 

@@ -270,6 +270,13 @@ def test_operations_routes_and_the_openapi_document(stack: Stack, gw: GatewayPro
         ):
             assert path in paths
         token = http.post("/v1/dev/token", json={"user_id": "dev-user"}).json()["token"]
+        page = http.get("/")
+        assert page.status_code == 200
+        assert '<script type="module" src="/static/app.js">' in page.text
+        for script in ("/static/app.js", "/static/tokenlog.js"):
+            served = http.get(script)
+            assert served.status_code == 200
+            assert "javascript" in served.headers["content-type"]
     assert stack.tokens.verify(token).user_id == "dev-user"
 
 
