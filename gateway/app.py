@@ -59,6 +59,7 @@ from gateway.settings import GatewaySettings
 from gateway.wire import control_json, parse_client_frame, sse_comment, sse_event, sse_retry
 from schemas.cursor import Position, parse
 from schemas.errors import CursorError
+from schemas.records import TERMINAL_TYPES, ResponseStarted
 
 log = logging.getLogger(__name__)
 
@@ -501,12 +502,24 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
         identity = identify(authorization, access_token)
         check_cid(cid)
         await gw.authorize(cid, identity)
-        live = (await gw.snapshot(cid)).body.get("live")
-        if not live:
-            return Response(status_code=204)
         conn = await ai_open(cid, identity)
+        # The answer being written as of the splice: the snapshot's live answer, or one started by
+        # the events caught up after it (the snapshot may trail the log), unless one of them ended it.
+        writing: str | None = None
+        for item in conn.queued_items():
+            if isinstance(item, Control) and item.kind in ("snapshot", "resync"):
+                live = orjson.loads(item.json)["conversation"].get("live")
+                writing = live["response_id"] if live else None
+            elif isinstance(item, Entry):
+                if isinstance(item.event, ResponseStarted):
+                    writing = item.event.response_id
+                elif isinstance(item.event, TERMINAL_TYPES) and item.event.response_id == writing:
+                    writing = None
+        if writing is None:
+            gw.disconnect(conn)
+            return Response(status_code=204)
         return StreamingResponse(
-            ai_stream(conn, live["response_id"]), media_type="text/event-stream", headers=AISDK_HEADERS
+            ai_stream(conn, writing), media_type="text/event-stream", headers=AISDK_HEADERS
         )
 
     # ------------------------------------------------------------------ development tokens

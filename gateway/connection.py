@@ -130,6 +130,10 @@ class Connection:
 
     # ------------------------------------------------------------------ writer side
 
+    def queued_items(self) -> list[Item]:
+        """What is queued, without taking it (to look at a snapshot and its catch-up)."""
+        return list(self._queue)
+
     @property
     def closed(self) -> bool:
         return self.state is State.CLOSED

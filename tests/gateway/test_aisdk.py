@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from gateway.client import Client
+from infra.settings import TopicSettings
 from tests.gateway.stack import GatewayProc, Stack
 from tests.harness import unique
 from tests.pipeline.helpers import all_finished, read_transcript
@@ -97,7 +98,8 @@ def test_use_chat_resume_streams_the_answer_being_written_and_204_when_none(
 
 
 def _partition(gw: GatewayProc, chat: str, token: str) -> int:
-    snapshot = httpx.get(
-        f"{gw.url}/v1/conversations/{chat}", headers={"Authorization": f"Bearer {token}"}, timeout=10
-    )
-    return int(snapshot.json()["partition"])
+    """The chat's partition, as every producer's default partitioner places it."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    every = list(range(TopicSettings().partitions))
+    return int(DefaultPartitioner()(chat.encode(), every, every))
