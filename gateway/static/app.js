@@ -78,9 +78,25 @@ function renderPending() {
 
 // ---------------------------------------------------------------- the stream
 
-const client = new TokenlogClient({ token: await token(), conversationId: cid, cursor: store.get(`cursor:${cid}`) });
+// What the page shows is saved with the cursor it reflects (one localStorage entry, written
+// together): a reload renders it and resumes after that cursor, so nothing is missed or doubled.
+const stateKey = `state:${cid}`;
+function save(cursor) {
+  const shown = [...answers].map(([rid, a]) => ({ rid, prompt: a.prompt, text: a.text, status: a.status,
+    seq: a.seq, attempt: a.attempt, firstAt: a.firstAt, sentAt: a.sentAt }));
+  store.set(stateKey, { cursor, answers: shown });
+}
+const saved = store.get(stateKey);
+for (const a of saved?.answers ?? []) {
+  const answer = answerFor(a.rid, a.prompt, a.sentAt);
+  Object.assign(answer, { text: a.text, status: a.status, seq: a.seq, attempt: a.attempt, firstAt: a.firstAt });
+  render(answer);
+}
+renderPending();
+
+const client = new TokenlogClient({ token: await token(), conversationId: cid, cursor: saved?.cursor ?? null });
 client.on("status", (status) => { $("status").textContent = status; $("status").className = `status ${status}`; });
-client.on("cursor", (cursor) => store.set(`cursor:${cid}`, cursor));
+client.on("cursor", save);
 client.on("snapshot", (conversation) => {
   answers.clear();
   $("turns").replaceChildren();

@@ -1,0 +1,160 @@
+"""The browser app in Debian's Chromium, driven by Playwright: reload mid-answer, two tabs, offline
+and back, stop from another tab. Screenshots go to the test's output folder."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.gateway.stack import GatewayProc, Stack
+from tests.harness import unique
+from tests.pipeline.helpers import read_transcript
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Debian's Chromium, installed here when missing (the test set-up; fails, never skips)."""
+    if not Path(CHROMIUM).exists():
+        apt = shutil.which("apt-get")
+        assert apt is not None, "Debian's chromium is needed for the browser tests and apt-get is missing"
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = [apt, "install", "-y", "-q", "chromium"]
+        if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
+            subprocess.run([apt, "update", "-q"], env=env, capture_output=True, check=True)
+            subprocess.run(install, env=env, capture_output=True, check=True)
+    assert Path(CHROMIUM).exists()
+    return CHROMIUM
+
+
+async def answer_text(page: Any, index: int = 0) -> str:
+    return str(await page.locator(".turn .answer").nth(index).text_content())
+
+
+async def log_text(
+    stack: Stack, cid: str, partition: int, prompt_ids: list[str] | None = None
+) -> dict[str, str]:
+    transcript = await read_transcript(
+        stack.bootstrap,
+        partition,
+        [cid],
+        lambda t: bool(t.answers) and all(a.finished for a in t.answers.values()),
+    )
+    return {a.started.prompt_text: a.text for a in transcript.answers.values() if a.started is not None}
+
+
+def partition_of(cid: str) -> int:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from infra.settings import TopicSettings
+
+    every = list(range(TopicSettings().partitions))
+    return int(DefaultPartitioner()(cid.encode(), every, every))
+
+
+async def browser_session(chromium: str) -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, args=FLAGS, headless=True)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def _scenarios(stack: Stack, gw: GatewayProc, chromium: str, shots: Path) -> None:
+    async for browser in browser_session(chromium):
+        cid = unique("c")
+        url = f"{gw.url}/?c={cid}"
+        context = await browser.new_context(viewport={"width": 900, "height": 640})
+        page = await context.new_page()
+        await page.goto(url)
+        await page.wait_for_selector("#status.live", timeout=20_000)
+
+        # 1. Reload mid-answer: the answer goes on from where it was, exactly once.
+        prompt = "Reload me [[tokens=150]] [[rate=40]]"
+        await page.fill("#text", prompt)
+        await page.click("#send")
+        await page.wait_for_function(
+            "document.querySelector('.turn .answer')?.textContent.length > 40", timeout=30_000
+        )
+        await page.reload()
+        await page.wait_for_selector("#status.live", timeout=20_000)
+        await page.wait_for_function(  # tokens arrive again after the reload
+            "document.querySelector('.turn .answer')?.textContent.length > 60", timeout=30_000
+        )
+        await page.screenshot(path=str(shots / "reload-mid-answer.png"))
+        # 2. A second tab on the same conversation is in sync.
+        second = await context.new_page()
+        await second.goto(url)
+        await page.wait_for_selector(".turn.completed", timeout=60_000)
+        await second.wait_for_selector(".turn.completed", timeout=60_000)
+        expected = await log_text(stack, cid, partition_of(cid))
+        assert await answer_text(page) == expected[prompt]
+        assert await answer_text(second) == expected[prompt]
+        assert await page.locator(".turn").count() == 1
+
+        # 3. Offline mid-answer, then online: nothing missing.
+        prompt2 = "Offline [[tokens=120]] [[rate=40]]"
+        await page.fill("#text", prompt2)
+        await page.click("#send")
+        await page.wait_for_function(
+            "document.querySelectorAll('.turn .answer')[1]?.textContent.length > 20", timeout=30_000
+        )
+        await context.set_offline(True)
+        await log_text(stack, cid, partition_of(cid))  # the answer ends while the page is offline
+        await context.set_offline(False)
+        await page.wait_for_selector(".turn.completed >> nth=1", timeout=60_000)
+        expected = await log_text(stack, cid, partition_of(cid))
+        assert await answer_text(page, 1) == expected[prompt2]
+
+        # 4. Stop from the second tab stops the first tab's answer.
+        prompt3 = "Stop me [[tokens=2000]] [[rate=40]]"
+        await page.fill("#text", prompt3)
+        await page.click("#send")
+        await second.wait_for_function(
+            "document.querySelectorAll('.turn .answer')[2]?.textContent.length > 20", timeout=30_000
+        )
+        await second.click("#stop")
+        await page.wait_for_selector(".turn.cancelled", timeout=30_000)
+        expected = await log_text(stack, cid, partition_of(cid))
+        assert await answer_text(page, 2) == expected[prompt3]
+        assert await answer_text(second, 2) == expected[prompt3]
+
+        # Two tabs side by side, for the picture.
+        both = await context.new_page()  # same context and origin: the tabs' user and storage
+        await both.set_viewport_size({"width": 1800, "height": 640})
+        await both.goto(f"{gw.url}/healthz")
+        frame_html = f'<iframe src="{url}" style="width:900px;height:640px;border:0"></iframe>'
+        await both.set_content(f'<body style="margin:0;display:flex">{frame_html}{frame_html}</body>')
+        for frame in both.frames[1:]:
+            await frame.wait_for_selector(".turn.cancelled", timeout=30_000)
+        await both.screenshot(path=str(shots / "two-tabs.png"))
+        await context.close()
+
+
+def test_the_browser_app_survives_reload_offline_and_a_second_tab(
+    stack: Stack, gw: GatewayProc, chromium: str, tmp_path: Path
+) -> None:
+    shots = Path(os.environ.get("TOKENLOG_TEST_OUTPUT", tmp_path)) / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    asyncio.run(_scenarios(stack, gw, chromium, shots))
+    assert (shots / "reload-mid-answer.png").stat().st_size > 10_000
