@@ -23,27 +23,6 @@ from schemas.registry import TOKENS_TOPIC
 log = logging.getLogger(__name__)
 
 
-async def topic_partitions(bootstrap: str, topic: str, timeout_s: float) -> int:
-    """The partition count of ``topic``, waiting up to ``timeout_s`` for it to exist."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        await asyncio.wait_for(consumer.start(), timeout_s)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            parts = consumer.partitions_for_topic(topic)
-            if parts:
-                return len(parts)
-            if time.monotonic() > deadline:
-                raise Unavailable(f"topic {topic} does not exist (run: make topics / python -m infra.topics)")
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.5)
-    except (KafkaError, TimeoutError) as exc:
-        raise Unavailable(f"Kafka at {bootstrap} did not answer: {exc!r}") from exc
-    finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(consumer.stop(), 5)
-
-
 class TailReader:
     def __init__(
         self, bootstrap: str, partitions: Sequence[int], hub: Hub, epoch: str, metrics: GatewayMetrics

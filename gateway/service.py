@@ -50,14 +50,16 @@ from gateway.merge import Gap, merge
 from gateway.metrics import GatewayMetrics
 from gateway.models import Accepted, CancelBody, PromptBody
 from gateway.ownership import Owners
-from gateway.reader import TailReader, topic_partitions
+from gateway.reader import TailReader
 from gateway.settings import GatewaySettings
 from gateway.snapshots import Snapshot, Snapshots
 from gateway.wire import control_json
 from infra.broker import cluster_metadata
+from infra.errors import InfraError
+from infra.topics import shared_partition_count
 from schemas.cursor import Position, Sentinel, check
 from schemas.errors import CursorError
-from schemas.registry import TOKENS_TOPIC
+from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +119,12 @@ class Gateway:
     async def start(self) -> None:
         s = self.settings
         self.epoch = await resolve_epoch(s)
-        self.partition_count = await topic_partitions(s.bootstrap_servers, TOKENS_TOPIC, 60)
+        try:  # the same co-partitioning check as the worker's and the session app's
+            self.partition_count = await shared_partition_count(
+                s.bootstrap_servers, (PROMPTS_TOPIC, TOKENS_TOPIC)
+            )
+        except InfraError as exc:
+            raise Unavailable(str(exc)) from exc
         served = s.partitions or tuple(range(self.partition_count))
         self.served = frozenset(served)
         self._catchup = CatchUp(

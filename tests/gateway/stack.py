@@ -79,6 +79,16 @@ class Stack:
         return GatewayProc(proc, url)
 
 
+def partition_of(conversation_id: str) -> int:
+    """The partition the default partitioner (every producer's) puts a conversation in."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from infra.settings import TopicSettings
+
+    every = list(range(TopicSettings().partitions))
+    return int(DefaultPartitioner()(conversation_id.encode(), every, every))
+
+
 def offset_of(cursor: str) -> int:
     position = parse(cursor)
     assert isinstance(position, Cursor)

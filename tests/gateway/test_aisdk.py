@@ -14,8 +14,7 @@ import httpx
 import pytest
 
 from gateway.client import Client
-from infra.settings import TopicSettings
-from tests.gateway.stack import GatewayProc, Stack
+from tests.gateway.stack import GatewayProc, Stack, partition_of
 from tests.harness import unique
 from tests.pipeline.helpers import all_finished, read_transcript
 
@@ -52,7 +51,7 @@ def test_use_chat_sends_a_message_and_reads_the_answer_as_a_ui_message_stream(
     chat, token = unique("chat"), stack.token("alice")
     got = drive(node, "send", gw.url, token, chat, "msg-1", "Hello SDK [[tokens=40]] [[rate=200]]")
     transcript = asyncio.run(
-        read_transcript(stack.bootstrap, _partition(gw, chat, token), [chat], all_finished(["msg-1"]))
+        read_transcript(stack.bootstrap, partition_of(chat), [chat], all_finished(["msg-1"]))
     )
     assert got["text"] == transcript.by_prompt()["msg-1"].text
     assert got["parts"] == ["text"], got["parts"]  # one text part, no error part
@@ -62,7 +61,7 @@ def test_use_chat_sends_a_message_and_reads_the_answer_as_a_ui_message_stream(
     assert (
         len(
             asyncio.run(
-                read_transcript(stack.bootstrap, _partition(gw, chat, token), [chat], all_finished(["msg-1"]))
+                read_transcript(stack.bootstrap, partition_of(chat), [chat], all_finished(["msg-1"]))
             ).starts("msg-1")
         )
         == 1
@@ -95,11 +94,3 @@ def test_use_chat_resume_streams_the_answer_being_written_and_204_when_none(
         timeout=10,
     )
     assert stranger.status_code == 403
-
-
-def _partition(gw: GatewayProc, chat: str, token: str) -> int:
-    """The chat's partition, as every producer's default partitioner places it."""
-    from aiokafka.partitioner import DefaultPartitioner
-
-    every = list(range(TopicSettings().partitions))
-    return int(DefaultPartitioner()(chat.encode(), every, every))

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.gateway.stack import GatewayProc, Stack
+from tests.gateway.stack import GatewayProc, Stack, partition_of
 from tests.harness import unique
 from tests.pipeline.helpers import read_transcript
 
@@ -58,15 +58,6 @@ async def log_text(
         lambda t: bool(t.answers) and all(a.finished for a in t.answers.values()),
     )
     return {a.started.prompt_text: a.text for a in transcript.answers.values() if a.started is not None}
-
-
-def partition_of(cid: str) -> int:
-    from aiokafka.partitioner import DefaultPartitioner
-
-    from infra.settings import TopicSettings
-
-    every = list(range(TopicSettings().partitions))
-    return int(DefaultPartitioner()(cid.encode(), every, every))
 
 
 async def browser_session(chromium: str) -> AsyncIterator[Any]:

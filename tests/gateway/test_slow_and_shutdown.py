@@ -15,6 +15,7 @@ import orjson
 import pytest
 import websockets
 
+from bench.gateway import rss_kib
 from gateway.client import Client
 from infra.process import wait_until
 from tests.gateway.stack import GatewayProc, Stack, assert_matches_log, offset_of
@@ -24,14 +25,6 @@ from tests.pipeline.helpers import all_finished, read_transcript
 pytestmark = pytest.mark.integration
 
 QUEUE = 1024  # a second of slack at 1,000 events/s for the follower that keeps up
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def raw_subscribe(host: str, port: int, path: str, cursor: str) -> socket.socket:
