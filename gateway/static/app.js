@@ -135,6 +135,7 @@ client.on("finished", (e) => {
   render(answer);
 });
 client.start();
+window.tokenlog = client; // for the console (and the browser tests)
 
 // ---------------------------------------------------------------- prompts (kept until acknowledged)
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from infra.settings import TopicSettings
+from tests.gateway.browser import ensure_chromium
 from tests.gateway.stack import GatewayProc, Stack
 from tests.harness import ServiceRunner, unique
 from tests.pipeline.helpers import start_sessions, start_worker
@@ -37,3 +38,8 @@ def gw(stack: Stack) -> GatewayProc:
 @pytest.fixture(scope="module")
 def gw2(stack: Stack) -> GatewayProc:
     return stack.start_gateway("gateway-b")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    return ensure_chromium()

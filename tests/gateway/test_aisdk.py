@@ -1,5 +1,5 @@
-"""Vercel AI SDK compatibility, driven by the real `ai` package from npm (its transport and its
-UI message stream reader, as `useChat` uses them) against the gateway."""
+"""Vercel AI SDK compatibility, driven by the real `ai` package from npm against the gateway: its
+transport and UI message stream reader from Node, and `useChat` itself in a React page in Chromium."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from gateway.client import Client
+from tests.gateway.browser import browser_session
 from tests.gateway.stack import GatewayProc, Stack, partition_of
 from tests.harness import unique
 from tests.pipeline.helpers import all_finished, read_transcript
@@ -30,11 +31,25 @@ def node() -> str:
     npm = shutil.which("npm")
     assert found is not None, "Node.js is needed for the AI SDK compatibility test"
     assert npm is not None, "npm is needed for the AI SDK compatibility test"
-    if not (DRIVER / "node_modules" / "ai").exists():
+    wanted = json.loads((DRIVER / "package.json").read_text())["dependencies"]
+    if not all((DRIVER / "node_modules" / name / "package.json").exists() for name in wanted):
         subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund", "--silent"], cwd=DRIVER, check=True, timeout=300
         )
     return found
+
+
+@pytest.fixture(scope="module")
+def use_chat_page(node: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """usechat.jsx (React + `useChat` from @ai-sdk/react) bundled by esbuild into one script."""
+    out = tmp_path_factory.mktemp("usechat") / "usechat.js"
+    esbuild = DRIVER / "node_modules" / ".bin" / "esbuild"
+    subprocess.run(
+        [str(esbuild), "usechat.jsx", "--bundle", "--format=iife", "--minify", "--jsx=automatic",
+         "--define:process.env.NODE_ENV=\"production\"", f"--outfile={out}", "--log-level=warning"],
+        cwd=DRIVER, check=True, timeout=120,
+    )  # fmt: skip
+    return out.read_text()
 
 
 def drive(node: str, *args: str) -> dict[str, Any]:
@@ -94,3 +109,57 @@ def test_use_chat_resume_streams_the_answer_being_written_and_204_when_none(
         timeout=10,
     )
     assert stranger.status_code == 403
+
+
+async def _use_chat_in_react(stack: Stack, gw: GatewayProc, chromium: str, script: str) -> None:
+    chat, token = unique("chat"), stack.token("alice")
+    html = '<!doctype html><meta charset="utf-8"><div id="root"></div><script src="/usechat.js"></script>'
+
+    async def serve(route: Any) -> None:  # the page on the gateway's origin, as an app would be
+        is_script = route.request.url.endswith(".js")
+        await route.fulfill(
+            status=200,
+            content_type="text/javascript" if is_script else "text/html",
+            body=script if is_script else html,
+        )
+
+    async with browser_session(chromium) as browser:
+        page = await browser.new_page()
+        await page.route(f"{gw.url}/usechat*", serve)
+
+        def is_resume(response: Any) -> bool:
+            return bool(response.url.endswith(f"/api/chat/{chat}/stream"))
+
+        async with page.expect_response(is_resume) as mounted:  # resume: true asks on mount
+            await page.goto(f"{gw.url}/usechat?chat={chat}&token={token}")
+        assert (await mounted.value).status == 204  # nothing is being written yet
+        prompt = "React useChat [[tokens=150]] [[rate=50]]"
+        await page.fill("#text", prompt)
+        await page.click("#send")
+        await page.wait_for_function(
+            "document.querySelector('.message.assistant')?.textContent.length > 30", timeout=30_000
+        )
+        async with page.expect_response(is_resume) as reloaded:  # mid-answer
+            await page.reload()
+        assert (await reloaded.value).status == 200  # the answer being written, resumed
+        await page.wait_for_function(
+            "document.querySelector('.message.assistant')?.textContent.length > 30", timeout=30_000
+        )
+        await page.wait_for_selector("#status[data-status=ready]", timeout=60_000)
+        shown = await page.locator(".message.assistant").text_content()
+        transcript = await read_transcript(
+            stack.bootstrap,
+            partition_of(chat),
+            [chat],
+            lambda t: bool(t.answers) and all(a.finished for a in t.answers.values()),
+        )
+        [answer] = transcript.answers.values()
+        assert answer.started is not None
+        assert answer.started.prompt_text == prompt
+        assert shown == answer.text
+
+
+def test_use_chat_in_a_react_page_resumes_an_answer_after_a_reload(
+    stack: Stack, gw: GatewayProc, chromium: str, use_chat_page: str
+) -> None:
+    asyncio.run(_use_chat_in_react(stack, gw, chromium, use_chat_page))

@@ -5,43 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.gateway.browser import browser_session
 from tests.gateway.stack import GatewayProc, Stack, partition_of
 from tests.harness import unique
 from tests.pipeline.helpers import read_transcript
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    """Debian's Chromium, installed here when missing (the test set-up; fails, never skips)."""
-    if not Path(CHROMIUM).exists():
-        apt = shutil.which("apt-get")
-        assert apt is not None, "Debian's chromium is needed for the browser tests and apt-get is missing"
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = [apt, "install", "-y", "-q", "chromium"]
-        if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
-            subprocess.run([apt, "update", "-q"], env=env, capture_output=True, check=True)
-            subprocess.run(install, env=env, capture_output=True, check=True)
-    assert Path(CHROMIUM).exists()
-    return CHROMIUM
 
 
 async def answer_text(page: Any, index: int = 0) -> str:
@@ -60,19 +34,8 @@ async def log_text(
     return {a.started.prompt_text: a.text for a in transcript.answers.values() if a.started is not None}
 
 
-async def browser_session(chromium: str) -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=chromium, args=FLAGS, headless=True)
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
-
 async def _scenarios(stack: Stack, gw: GatewayProc, chromium: str, shots: Path) -> None:
-    async for browser in browser_session(chromium):
+    async with browser_session(chromium) as browser:
         cid = unique("c")
         url = f"{gw.url}/?c={cid}"
         context = await browser.new_context(viewport={"width": 900, "height": 640})
@@ -149,3 +112,97 @@ def test_the_browser_app_survives_reload_offline_and_a_second_tab(
     shots.mkdir(parents=True, exist_ok=True)
     asyncio.run(_scenarios(stack, gw, chromium, shots))
     assert (shots / "reload-mid-answer.png").stat().st_size > 10_000
+
+
+async def _pending_prompt_survives_a_crash(stack: Stack, gw: GatewayProc, chromium: str, shots: Path) -> None:
+    async with browser_session(chromium) as browser:
+        cid = unique("c")
+        url = f"{gw.url}/?c={cid}"
+        context = await browser.new_context(viewport={"width": 900, "height": 640})
+        page = await context.new_page()
+        await page.goto(url)
+        await page.wait_for_selector("#status.live", timeout=20_000)
+
+        # The prompt reaches the gateway (and the log) but every acknowledgement is lost on the way
+        # back, as on a connection that dies after sending; then the tab crashes.
+        reached = asyncio.Event()
+
+        async def lose_the_ack(route: Any) -> None:
+            await route.fetch()  # the gateway accepts it...
+            reached.set()
+            await route.abort("connectionreset")  # ...and the tab never hears so
+
+        await page.route("**/prompts", lose_the_ack)
+        prompt = "Crash before the ack [[tokens=40]] [[rate=40]]"
+        await page.fill("#text", prompt)
+        await page.click("#send")
+        await asyncio.wait_for(reached.wait(), 20)
+        assert await page.locator(".turn.pending").count() == 1
+        pending = await page.evaluate(f"localStorage.getItem('tokenlog:pending:{cid}')")
+        assert prompt in pending
+        cdp = await context.new_cdp_session(page)
+        crashed = asyncio.ensure_future(page.wait_for_event("crash", timeout=20_000))
+        crash = asyncio.ensure_future(cdp.send("Page.crash"))  # never answers: the renderer is gone
+        await crashed
+        crash.cancel()
+
+        # A new tab on the same conversation re-sends it with the same prompt_id, exactly once.
+        again = await context.new_page()
+        await again.goto(url)
+        await again.wait_for_selector(".turn.completed", timeout=60_000)
+        no_pending = f"localStorage.getItem('tokenlog:pending:{cid}') === '[]'"
+        await again.wait_for_function(no_pending, timeout=20_000)
+        expected = await log_text(stack, cid, partition_of(cid))
+        assert list(expected) == [prompt]  # one answer: the re-sent prompt was a duplicate
+        assert await answer_text(again) == expected[prompt]
+        assert await again.locator(".turn").count() == 1
+        await again.screenshot(path=str(shots / "resent-after-crash.png"))
+        await context.close()
+
+
+def test_a_prompt_whose_ack_was_lost_is_resent_after_a_tab_crash_and_answered_once(
+    stack: Stack, gw: GatewayProc, chromium: str, tmp_path: Path
+) -> None:
+    shots = Path(os.environ.get("TOKENLOG_TEST_OUTPUT", tmp_path)) / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    asyncio.run(_pending_prompt_survives_a_crash(stack, gw, chromium, shots))
+
+
+# WebSocket blocked (as behind a proxy that refuses upgrades): every socket fails before it opens.
+BLOCK_WEBSOCKET = """
+window.WebSocket = class extends WebSocket {
+  constructor(url, protocols) { super("ws://127.0.0.1:9/blocked", protocols); }
+};
+"""
+
+
+async def _sse_fallback(stack: Stack, gw: GatewayProc, chromium: str) -> None:
+    async with browser_session(chromium) as browser:
+        cid = unique("c")
+        url = f"{gw.url}/?c={cid}"
+        context = await browser.new_context()
+        await context.add_init_script(BLOCK_WEBSOCKET)
+        page = await context.new_page()
+        await page.goto(url)
+        await page.wait_for_selector("#status.live", timeout=30_000)
+        assert await page.evaluate("window.tokenlog.transport") == "sse"
+
+        prompt = "Over SSE [[tokens=120]] [[rate=40]]"
+        await page.fill("#text", prompt)
+        await page.click("#send")
+        await page.wait_for_function(
+            "document.querySelector('.turn .answer')?.textContent.length > 20", timeout=30_000
+        )
+        await page.reload()  # WebSocket fails again; SSE resumes from the saved cursor
+        await page.wait_for_selector("#status.live", timeout=30_000)
+        assert await page.evaluate("window.tokenlog.transport") == "sse"
+        await page.wait_for_selector(".turn.completed", timeout=60_000)
+        expected = await log_text(stack, cid, partition_of(cid))
+        assert await answer_text(page) == expected[prompt]
+        await context.close()
+
+
+def test_the_javascript_client_falls_back_to_sse_when_websocket_is_blocked(
+    stack: Stack, gw: GatewayProc, chromium: str
+) -> None:
+    asyncio.run(_sse_fallback(stack, gw, chromium))
