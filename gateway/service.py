@@ -28,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
 from gateway.auth import Identity
 from gateway.catchup import BeyondRetention, CatchUp
@@ -56,7 +55,7 @@ from gateway.snapshots import Snapshot, Snapshots
 from gateway.wire import control_json
 from infra.broker import cluster_metadata
 from infra.errors import InfraError
-from infra.topics import shared_partition_count
+from infra.topics import partition_for, shared_partition_count
 from schemas.cursor import Position, Sentinel, check
 from schemas.errors import CursorError
 from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
@@ -107,7 +106,6 @@ class Gateway:
         self.partition_count = 0
         self.served: frozenset[int] = frozenset()
         self.draining = False
-        self._partitioner = DefaultPartitioner()
         self._reader: TailReader | None = None
         self._catchup: CatchUp | None = None
         self._snapshots: Snapshots | None = None
@@ -185,8 +183,7 @@ class Gateway:
     # ------------------------------------------------------------------ placement and ownership
 
     def partition_of(self, conversation_id: str) -> int:
-        every = list(range(self.partition_count))
-        partition = int(self._partitioner(conversation_id.encode(), every, every))
+        partition = partition_for(conversation_id, self.partition_count)
         if partition not in self.served:
             raise WrongShard(f"partition {partition} is served by another gateway shard")
         return partition

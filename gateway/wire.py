@@ -16,6 +16,7 @@ Server frames are JSON objects with a ``type``; every frame that is an event car
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import orjson
@@ -46,9 +47,16 @@ EVENT_TYPES: dict[type[Any], str] = {
 def event_json(event: TokenEvent, cursor: str) -> bytes:
     """The JSON frame of one event: its fields plus ``type`` and ``cursor`` (encoded once, shared
     by every connection that follows the conversation)."""
-    body = orjson.dumps(event)  # a dataclass: its fields, enums as values
+    body = orjson.dumps({name: getattr(event, name) for name in _FRAME_FIELDS[type(event)]})
     head = b'{"type":"' + EVENT_TYPES[type(event)].encode() + b'","cursor":"' + cursor.encode() + b'",'
     return head + body[1:]
+
+
+CHAIN_FIELDS = frozenset({"prev_hash", "hash"})
+"""Left out of client frames: the hash chain is for audit from the log (``pipeline.replay``)."""
+_FRAME_FIELDS: dict[type[Any], tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls) if f.name not in CHAIN_FIELDS) for cls in EVENT_TYPES
+}
 
 
 def control_json(kind: str, **fields: Any) -> bytes:
@@ -144,8 +152,8 @@ def record_of(frame: dict[str, Any]) -> TokenEvent:
     from schemas.records import from_avro
 
     cls = _CLASSES[frame["type"]]
-    fields = {k: v for k, v in frame.items() if k not in ("type", "cursor", "conversation_id")}
-    record = from_avro({"conversation_id": frame["conversation_id"], "payload": (cls.AVRO_NAME, fields)})
+    values = {k: v for k, v in frame.items() if k not in ("type", "cursor", "conversation_id")}
+    record = from_avro({"conversation_id": frame["conversation_id"], "payload": (cls.AVRO_NAME, values)})
     assert isinstance(record, cls)
     return record  # type: ignore[no-any-return]
 

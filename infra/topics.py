@@ -66,17 +66,20 @@ def topic_specs(settings: TopicSettings) -> tuple[TopicSpec, ...]:
         }
 
     return (
+        # The broker stamps each record with the time it appended it (LogAppendTime): timestamps
+        # rise with offsets, so "the log as it stood at T" is an exact offset prefix and
+        # offsets-for-times finds time-range boundaries without skipping an event (replay).
         TopicSpec(
             PROMPTS_TOPIC,
             settings.partitions,
             settings.replication_factor,
-            common(settings.prompts_retention_ms),
+            {**common(settings.prompts_retention_ms), "message.timestamp.type": "LogAppendTime"},
         ),
         TopicSpec(
             TOKENS_TOPIC,
             settings.partitions,
             settings.replication_factor,
-            common(settings.tokens_retention_ms),
+            {**common(settings.tokens_retention_ms), "message.timestamp.type": "LogAppendTime"},
         ),
         TopicSpec(
             DEADLETTER_TOPIC,
@@ -189,6 +192,14 @@ async def ensure(bootstrap: str, specs: Iterable[TopicSpec]) -> Plan:
         raise InfraError(f"topics still missing after create: {missing}")
     plan(specs, after)
     return todo
+
+
+def partition_for(conversation_id: str, partitions: int) -> int:
+    """The partition every producer's default partitioner (murmur2 of the key, as Java's) puts a
+    conversation in, among ``partitions``."""
+    from aiokafka.partitioner import murmur2
+
+    return int(murmur2(conversation_id.encode()) & 0x7FFFFFFF) % partitions
 
 
 async def shared_partition_count(bootstrap: str, names: Iterable[str]) -> int:

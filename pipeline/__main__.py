@@ -1,4 +1,5 @@
-"""``python -m pipeline worker``: the generation worker as a service."""
+"""``python -m pipeline worker|sessions``: the services; ``python -m pipeline replay``: audit and
+export from the log (``pipeline/replay/cli.py``)."""
 
 from __future__ import annotations
 
@@ -59,8 +60,13 @@ async def run_worker(settings: WorkerSettings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["replay"]:
+        from pipeline.replay.cli import main as replay
+
+        return replay(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m pipeline")
-    parser.add_argument("service", choices=["worker", "sessions"])
+    parser.add_argument("service", choices=["worker", "sessions", "replay"])
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -30,6 +30,7 @@ from pipeline.metrics import WorkerMetrics
 from pipeline.providers.base import Finish, GenerationRequest, ModelProvider
 from pipeline.sink import EventSink
 from schemas.answers import AnswerFold
+from schemas.chain import GENESIS, seal
 from schemas.records import (
     CancelRequested,
     PromptSubmitted,
@@ -100,11 +101,16 @@ class Generator:
     async def generate(self, job: AnswerJob) -> Outcome:
         prompt, p = job.prompt, job.partition
         pending: list[asyncio.Future[int]] = []
+        resume = job.resume
+        # The answer's hash chain goes on from the last event the log holds of it (a takeover).
+        head = resume.head if resume is not None and resume.started is not None else GENESIS
 
         async def emit(event: TokenEvent) -> None:
+            nonlocal head
+            event = seal(event, head)
+            head = event.hash
             pending.append(await self.sink.emit(event, p))
 
-        resume = job.resume
         if resume is not None and resume.finished:
             await self.index.put(
                 p,

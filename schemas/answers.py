@@ -77,6 +77,8 @@ class AnswerFold:
     status: Status = Status.STREAMING
     terminal: TokenEvent | None = None
     counts: dict[Verdict, int] = field(default_factory=lambda: dict.fromkeys(Verdict, 0))
+    head: bytes = b""
+    """The ``hash`` of the last accepted event: what the next event's ``prev_hash`` links to."""
 
     @property
     def last_seq(self) -> int:
@@ -93,6 +95,8 @@ class AnswerFold:
     def apply(self, event: TokenEvent) -> Verdict:
         verdict = self._decide(event)
         self.counts[verdict] += 1
+        if verdict is Verdict.ACCEPTED:
+            self.head = event.hash
         return verdict
 
     def _decide(self, event: TokenEvent) -> Verdict:

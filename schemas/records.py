@@ -141,6 +141,11 @@ class ResponseStarted:
     """The generation parameters in effect."""
     attempt: int = 0
     """Generation attempt; 0 first, incremented by each takeover."""
+    prev_hash: bytes = b""
+    """The ``hash`` of the answer's previous event in the chain; empty for its first event (and in
+    records written before schema v2). See ``schemas/chain.py``."""
+    hash: bytes = b""
+    """SHA-256 of ``prev_hash`` followed by this event's content (its v1 Avro encoding)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +166,11 @@ class TokenDelta:
     """When the worker produced it (ms since the epoch, UTC)."""
     attempt: int = 0
     """Generation attempt that wrote it; older attempts are fenced."""
+    prev_hash: bytes = b""
+    """The ``hash`` of the answer's previous event in the chain; empty for its first event (and in
+    records written before schema v2). See ``schemas/chain.py``."""
+    hash: bytes = b""
+    """SHA-256 of ``prev_hash`` followed by this event's content (its v1 Avro encoding)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +193,11 @@ class ResponseCompleted:
     """Token counts, where the provider reports them."""
     attempt: int = 0
     """Generation attempt that completed it."""
+    prev_hash: bytes = b""
+    """The ``hash`` of the answer's previous event in the chain; empty for its first event (and in
+    records written before schema v2). See ``schemas/chain.py``."""
+    hash: bytes = b""
+    """SHA-256 of ``prev_hash`` followed by this event's content (its v1 Avro encoding)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +222,11 @@ class ResponseFailed:
     """True when submitting the prompt again may succeed."""
     attempt: int = 0
     """Generation attempt that failed."""
+    prev_hash: bytes = b""
+    """The ``hash`` of the answer's previous event in the chain; empty for its first event (and in
+    records written before schema v2). See ``schemas/chain.py``."""
+    hash: bytes = b""
+    """SHA-256 of ``prev_hash`` followed by this event's content (its v1 Avro encoding)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +251,11 @@ class ResponseCancelled:
     """From which device or tab."""
     attempt: int = 0
     """Generation attempt that was stopped."""
+    prev_hash: bytes = b""
+    """The ``hash`` of the answer's previous event in the chain; empty for its first event (and in
+    records written before schema v2). See ``schemas/chain.py``."""
+    hash: bytes = b""
+    """SHA-256 of ``prev_hash`` followed by this event's content (its v1 Avro encoding)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +278,11 @@ class ResponseResumed:
     """When the new worker took over (ms since the epoch, UTC)."""
     reason: str = ""
     """Why, e.g. worker_lost."""
+    prev_hash: bytes = b""
+    """The ``hash`` of the answer's previous event in the chain; empty for its first event (and in
+    records written before schema v2). See ``schemas/chain.py``."""
+    hash: bytes = b""
+    """SHA-256 of ``prev_hash`` followed by this event's content (its v1 Avro encoding)."""
 
 
 PromptRecord: TypeAlias = PromptSubmitted | CancelRequested

@@ -81,12 +81,10 @@ class Stack:
 
 def partition_of(conversation_id: str) -> int:
     """The partition the default partitioner (every producer's) puts a conversation in."""
-    from aiokafka.partitioner import DefaultPartitioner
-
     from infra.settings import TopicSettings
+    from infra.topics import partition_for
 
-    every = list(range(TopicSettings().partitions))
-    return int(DefaultPartitioner()(conversation_id.encode(), every, every))
+    return partition_for(conversation_id, TopicSettings().partitions)
 
 
 def offset_of(cursor: str) -> int:
