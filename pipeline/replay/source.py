@@ -4,9 +4,9 @@ Which records are read (``Selection``):
 
 - ``conversation``: one conversation, from its partition (the key's partition), filtered by key
   before anything is decoded;
-- ``since``/``until``: the answers whose ``ResponseStarted`` the broker appended in
-  ``[since, until)`` (and the prompts it appended then), each read **in full**: reading goes on
-  past ``until`` until every selected answer has its terminal event (or the end);
+- ``since``/``until``: the turns whose prompt the broker appended in ``[since, until)``, each read
+  **in full**: reading goes on past ``until`` until every selected answer has its terminal event
+  (or the end). An answer with no prompt record (retention) counts from its ``ResponseStarted``;
 - ``as_of``: the log as it stood at that moment: nothing appended after it is read.
 
 The topics stamp records with the broker's append time (``LogAppendTime``, ``infra/topics.py``), so
@@ -27,7 +27,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from infra.topics import partition_for
+from infra.errors import TopicMismatchError
+from infra.topics import partition_for, shared_partition_count
 from pipeline.errors import PipelineError
 from pipeline.replay.transcript import Replay
 from schemas.codec import PROMPTS, TOKENS
@@ -36,8 +37,8 @@ from schemas.records import PromptSubmitted, ResponseStarted
 from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
 
 PROMPT_LOOKBACK_MS = 60_000
-"""Prompts are read from this long before ``since``: an answer started in the range may answer a
-prompt accepted just before it."""
+"""Prompts are read from this long before ``since``: an answer started in the range to a prompt
+accepted before it belongs to that earlier turn, not to the range."""
 
 
 STALL_POLLS = 30
@@ -111,8 +112,8 @@ class ReplaySource:
         )
         await consumer.start()
         try:
-            await self._read_prompts(consumer, selection, replay, stats)
-            await self._read_tokens(consumer, selection, replay, stats)
+            keys = await self._read_prompts(consumer, selection, replay, stats)
+            await self._read_tokens(consumer, selection, replay, stats, keys)
         finally:
             await consumer.stop()
         stats.seconds = time.perf_counter() - began
@@ -121,13 +122,13 @@ class ReplaySource:
     # ------------------------------------------------------------------ placement and boundaries
 
     async def _partitions(self, consumer: AIOKafkaConsumer, topic: str, selection: Selection) -> list[int]:
-        await consumer.topics()  # a metadata request: the topic's partitions are known after it
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise ReplayError(f"topic {topic!r} does not exist on {self.bootstrap}")
+        try:
+            count = await shared_partition_count(self.bootstrap, [topic])
+        except TopicMismatchError as exc:
+            raise ReplayError(f"cannot replay {topic!r} from {self.bootstrap}: {exc}") from exc
         if selection.conversation is not None:
-            return [partition_for(selection.conversation, len(partitions))]
-        return sorted(partitions)
+            return [partition_for(selection.conversation, count)]
+        return list(range(count))
 
     async def _ranges(
         self, consumer: AIOKafkaConsumer, tps: list[TopicPartition], selection: Selection, lookback: int = 0
@@ -189,7 +190,10 @@ class ReplaySource:
 
     async def _read_prompts(
         self, consumer: AIOKafkaConsumer, selection: Selection, replay: Replay, stats: ReadStats
-    ) -> None:
+    ) -> _Keys:
+        """The prompts of the selection; which (conversation, prompt) keys are in the range and
+        which came before it."""
+        keys = _Keys()
         topic = self.prompts_topic
         tps = [TopicPartition(topic, p) for p in await self._partitions(consumer, topic, selection)]
         ranges = await self._ranges(consumer, tps, selection, lookback=PROMPT_LOOKBACK_MS)
@@ -207,16 +211,17 @@ class ReplaySource:
                     continue
                 if isinstance(prompt, PromptSubmitted):
                     stats.prompts += 1
-                    in_range = record.offset < ranges[tp].select_end and (
-                        since is None or record.timestamp >= since
-                    )
+                    turn = (prompt.conversation_id, prompt.prompt_id)
+                    in_range = since is None or record.timestamp >= since
+                    (keys.in_range if in_range else keys.before).add(turn)
                     replay.prompt(tp.partition, prompt, in_range=in_range)
             return True
 
         await self._scan(consumer, {tp: replace(r, stop=r.select_end) for tp, r in ranges.items()}, handle)
+        return keys
 
     async def _read_tokens(
-        self, consumer: AIOKafkaConsumer, selection: Selection, replay: Replay, stats: ReadStats
+        self, consumer: AIOKafkaConsumer, selection: Selection, replay: Replay, stats: ReadStats, keys: _Keys
     ) -> None:
         topic = self.tokens_topic
         tps = [TopicPartition(topic, p) for p in await self._partitions(consumer, topic, selection)]
@@ -224,10 +229,18 @@ class ReplaySource:
         key = None if selection.conversation is None else selection.conversation.encode()
         selected: dict[int, set[str]] = {tp.partition: set() for tp in tps}
         open_answers: dict[int, set[str]] = {tp.partition: set() for tp in tps}
+        unstarted = set(keys.in_range)
+        """Prompts of the range whose answer has not started yet: their answer may start after it."""
+
+        def chosen(event: ResponseStarted, offset: int, select_end: int) -> bool:
+            turn = (event.conversation_id, event.prompt_id)
+            if turn in keys.in_range:
+                return True  # asked in the range: its answer, whenever it started
+            return offset < select_end and turn not in keys.before  # no prompt record: its start
 
         def handle(tp: TopicPartition, records: list[Any]) -> bool:
             p, select_end = tp.partition, ranges[tp].select_end
-            chosen, still_open = selected[p], open_answers[p]
+            answers, still_open = selected[p], open_answers[p]
             for record in records:
                 stats.records += 1
                 stats.bytes += len(record.value or b"")
@@ -240,15 +253,22 @@ class ReplaySource:
                     continue
                 stats.events += 1
                 rid = event.response_id
-                if rid not in chosen:
-                    if not isinstance(event, ResponseStarted) or record.offset >= select_end:
-                        continue  # an answer that began before the range, or after it
-                    chosen.add(rid)
+                if rid not in answers:
+                    if not isinstance(event, ResponseStarted) or not chosen(event, record.offset, select_end):
+                        continue  # an answer outside the selection
+                    answers.add(rid)
                     still_open.add(rid)
+                    unstarted.discard((event.conversation_id, event.prompt_id))
                 replay.token(p, record.offset, event)
                 if rid in still_open and replay.finished(rid):
                     still_open.discard(rid)
             position = records[-1].offset + 1 if records else ranges[tp].start
-            return position < select_end or bool(still_open)
+            return position < select_end or bool(still_open) or bool(unstarted)
 
         await self._scan(consumer, ranges, handle)
+
+
+@dataclass
+class _Keys:
+    in_range: set[tuple[str, str]] = field(default_factory=set)
+    before: set[tuple[str, str]] = field(default_factory=set)

@@ -236,4 +236,5 @@ class Replay:
             )
         elif isinstance(end, ResponseCancelled):
             turn.ended_at, turn.cancelled_by = end.cancelled_at, end.cancelled_by_user_id
+            turn.finish_reason = "cancelled"  # as the session state says it
         return turn

@@ -21,11 +21,12 @@ def stack(
     tmp = tmp_path_factory.mktemp("stack")
     runner = ServiceRunner(tmp / "logs")
     try:
-        start_worker(runner, bootstrap, "worker", unique("group"), {"TOKENLOG_WORKER_COALESCE_MS": "0"})
+        group = unique("group")
+        start_worker(runner, bootstrap, "worker", group, {"TOKENLOG_WORKER_COALESCE_MS": "0"})
         _, sessions_url = start_sessions(
             runner, bootstrap, "sessions", unique("sessions"), data_dir=str(tmp / "sessions")
         )
-        yield Stack(bootstrap, runner, sessions_url=sessions_url)
+        yield Stack(bootstrap, runner, sessions_url=sessions_url, worker_group=group)
     finally:
         runner.stop_all()
 

@@ -48,6 +48,8 @@ class Stack:
     runner: ServiceRunner
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(48))
     sessions_url: str = ""
+    worker_group: str = ""
+    """The generation workers' consumer group (a successor joins it to take over)."""
 
     @property
     def tokens(self) -> TokenService:

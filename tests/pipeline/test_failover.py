@@ -10,6 +10,8 @@ import pytest
 
 from infra.settings import TopicSettings
 from pipeline.providers.demo import DemoProvider
+from pipeline.replay.source import ReplaySource, Selection
+from pipeline.replay.verify import Finding, Kind
 from pipeline.settings import DemoSettings
 from schemas.answers import Status, Verdict
 from schemas.records import PromptSubmitted, ResponseResumed, ResumeMode, TokenDelta, now_ms
@@ -23,6 +25,11 @@ DEMO = DemoProvider(DemoSettings())
 
 def _deltas_at_least(n: int):  # type: ignore[no-untyped-def]
     return lambda t: sum(isinstance(e, TokenDelta) for _, e in t.events) >= n
+
+
+def _audit(bootstrap: str, cid: str) -> list[Finding]:
+    replay, _ = asyncio.run(ReplaySource(bootstrap).replay(Selection(conversation=cid)))
+    return replay.findings()
 
 
 def _assert_exact_continuation(transcript: Transcript, prompt: PromptSubmitted) -> None:
@@ -58,6 +65,7 @@ def test_sigkill_mid_answer_the_next_worker_continues_the_same_text(
     continued = [d for d in deltas if d.attempt == resumed.attempt]
     assert [d.seq for d in kept + continued] == list(range(len(kept) + len(continued))), "seq not contiguous"
     assert resumed.resumed_after_seq >= 29
+    assert _audit(bootstrap, cid) == []  # the successor continued the hash chain
 
 
 def test_a_stale_worker_resumed_after_its_successor_took_over_is_fenced(
@@ -93,6 +101,15 @@ def test_a_stale_worker_resumed_after_its_successor_took_over_is_fenced(
     answer = transcript.by_prompt()["p-1"]
     assert stale_after, "the stale worker wrote nothing after the takeover; the fence was not exercised"
     assert answer.counts[Verdict.FENCED] == len(stale_after)
+    # The audit names each of the zombie's writes, with its partition and offset, and nothing else
+    # (writes that landed between the successor's read and its takeover record count too).
+    findings = _audit(bootstrap, cid)
+    assert {f.kind for f in findings} == {Kind.FENCED}
+    assert {f.partition for f in findings} == {partition}
+    flagged = {f.offset for f in findings}
+    after = {o for o, e in transcript.events if o > takeover and e.attempt == 0}
+    old_deltas = {o for o, e in transcript.events if e.attempt == 0 and isinstance(e, TokenDelta)}
+    assert after <= flagged <= after | old_deltas
 
 
 def test_sigterm_hands_unfinished_answers_over_and_the_next_worker_continues(
