@@ -60,6 +60,7 @@ bench: setup ## benchmarks (figures printed and written to bench/results/)
 	$(BIN)/python -m bench.worker
 	$(BIN)/python -m bench.sessions
 	$(BIN)/python -m bench.gateway
+	$(BIN)/python -m bench.replay
 
 lock: ## re-resolve dependencies within pyproject's ranges and write constraints.txt
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv

@@ -23,18 +23,38 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import fastavro
+from fastavro.schema import to_parsing_canonical_form
 
+from schemas.codec import MAGIC
 from schemas.records import TokenEvent, to_avro
 from schemas.registry import TOKENS_TOPIC, history
 
 GENESIS = b""
 """``prev_hash`` of an answer's first event."""
 
-_V1 = history(TOKENS_TOPIC)[0]
+_V1, _V2 = history(TOKENS_TOPIC)[:2]
 assert _V1.version == "v1", "the chain is defined over the v1 schema of conversation.tokens"
+
+
+def _without_chain(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        fields = schema.get("fields")
+        kept = {k: _without_chain(v) for k, v in schema.items() if k != "fields"}
+        if fields is not None:
+            kept["fields"] = [_without_chain(f) for f in fields if f["name"] not in ("prev_hash", "hash")]
+        return kept
+    if isinstance(schema, list):
+        return [_without_chain(s) for s in schema]
+    return schema
+
+
+# v2 is v1 with prev_hash and hash appended to every event record, so a record written with v2 is
+# its v1 encoding followed by those two fields: the chain's content is a slice of the record.
+assert to_parsing_canonical_form(_without_chain(_V2.raw)) == to_parsing_canonical_form(_V1.raw)
+_V2_HEADER = MAGIC + _V2.fingerprint
 
 E = TypeVar("E", bound=TokenEvent)
 
@@ -44,6 +64,17 @@ def content(event: TokenEvent) -> bytes:
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, _V1.parsed, to_avro(event))
     return buf.getvalue()
+
+
+def content_of(value: bytes, event: TokenEvent) -> bytes:
+    """``content(event)`` for the record ``value`` it was decoded from: sliced out of the record
+    when it was written with v2 (no re-encoding), encoded again otherwise."""
+    prev, own = event.prev_hash, event.hash
+    if value.startswith(_V2_HEADER) and len(prev) < 64 and len(own) < 64:  # one-byte lengths
+        end = len(value) - len(own) - len(prev) - 2
+        if value[end:] == bytes((len(prev) << 1,)) + prev + bytes((len(own) << 1,)) + own:
+            return value[len(_V2_HEADER) : end]
+    return content(event)
 
 
 def link(prev_hash: bytes, event: TokenEvent) -> bytes:
@@ -61,6 +92,9 @@ def chained(event: TokenEvent) -> bool:
     return bool(event.hash)
 
 
-def intact(event: TokenEvent) -> bool:
-    """The event's content and ``prev_hash`` are what its ``hash`` was computed over."""
-    return event.hash == link(event.prev_hash, event)
+def intact(event: TokenEvent, value: bytes | None = None) -> bool:
+    """The event's content and ``prev_hash`` are what its ``hash`` was computed over; ``value``,
+    the record the event was decoded from, saves encoding it again."""
+    if value is None:
+        return event.hash == link(event.prev_hash, event)
+    return event.hash == hashlib.sha256(event.prev_hash + content_of(value, event)).digest()

@@ -76,11 +76,24 @@ class TopicCodec(Generic[R]):
             raise DecodeError(f"corrupt Avro body ({type(exc).__name__}: {exc})", **where) from exc
         if buf.tell() != len(value):
             raise DecodeError(f"{len(value) - buf.tell()} trailing bytes after the record", **where)
+        if reader is not None:
+            _bytes_defaults(envelope)
         try:
             # The fingerprint is one of this topic's schemas, so the record is one of its types.
             return cast(R, from_avro(envelope))
         except DecodeError as exc:
             raise DecodeError(str(exc), **where) from exc
+
+
+def _bytes_defaults(envelope: Any) -> None:
+    """fastavro fills a ``bytes`` field missing from an older writer with its JSON default, a
+    ``str`` (Avro writes bytes defaults as code points 0-255): make them bytes again."""
+    payload = envelope.get("payload")
+    if isinstance(payload, tuple):
+        fields = payload[1]
+        for name in ("prev_hash", "hash"):
+            if isinstance(fields.get(name), str):
+                fields[name] = fields[name].encode("latin-1")
 
 
 PROMPTS: TopicCodec[PromptRecord] = TopicCodec(PROMPTS_TOPIC)

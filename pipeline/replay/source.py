@@ -259,7 +259,7 @@ class ReplaySource:
                     answers.add(rid)
                     still_open.add(rid)
                     unstarted.discard((event.conversation_id, event.prompt_id))
-                replay.token(p, record.offset, event)
+                replay.token(p, record.offset, event, record.value)
                 if rid in still_open and replay.finished(rid):
                     still_open.discard(rid)
             position = records[-1].offset + 1 if records else ranges[tp].start

@@ -137,7 +137,7 @@ class Replay:
                 (record.conversation_id, record.prompt_id), (partition, record, in_range)
             )
 
-    def token(self, partition: int, offset: int, event: TokenEvent) -> None:
+    def token(self, partition: int, offset: int, event: TokenEvent, value: bytes | None = None) -> None:
         self.events += 1
         answer = self._answers.get(event.response_id)
         if answer is None:
@@ -146,7 +146,7 @@ class Replay:
             )
             self._answers[event.response_id] = answer
         answer.last_offset = offset
-        answer.audit.feed(offset, event)
+        answer.audit.feed(offset, event, value)
         verdict = answer.fold.apply(event)
         if isinstance(event, TokenDelta):
             answer.deltas += 1

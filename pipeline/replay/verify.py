@@ -121,12 +121,12 @@ class AnswerAudit:
 
     # ------------------------------------------------------------------ feeding
 
-    def feed(self, offset: int, event: TokenEvent) -> None:
-        """The next event of this answer in log order."""
+    def feed(self, offset: int, event: TokenEvent, value: bytes | None = None) -> None:
+        """The next event of this answer in log order (``value``: the record it was decoded from)."""
         self.events += 1
         if not chained(event):
             self.unchained += 1
-        elif not intact(event):
+        elif not intact(event, value):
             self._find(Kind.ALTERED, offset, f"{describe(event)}: its hash does not cover its content")
         if event.attempt < self.fence:
             self._find(Kind.FENCED, offset, f"{describe(event)} after the takeover by attempt {self.fence}")

@@ -41,3 +41,14 @@ def test_gateway_benchmark_runs_end_to_end(
     assert figures["paths_served"]["memory"]["memory"] >= 3 * 2 * 2
     assert figures["paths_served"]["seek"]["seek"] >= 3 * 2  # 40 missed > a 16-event window
     assert figures["idle"]["held_by_gateway"] == 20
+
+
+def test_replay_benchmark_runs_end_to_end(bootstrap: str, provisioned: TopicSettings) -> None:
+    import asyncio
+
+    from bench.replay import measure
+
+    figures = asyncio.run(measure(bootstrap, events=3_000, deltas=20, partitions=2))  # checks every turn
+    assert figures["replay_all"]["events"] == figures["written"]["events"] >= 3_000
+    assert figures["replay_all"]["events_per_s"] > 0
+    assert figures["floor"]["records_per_s"] > 0
