@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt 2>/dev/null | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test lint typecheck kafka-up kafka-down kafka-status kafka-logs topics schemas-check bench lock clean
+.PHONY: help setup run test lint typecheck kafka-up kafka-down kafka-status kafka-logs topics schemas-check bench bench-quick lock clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -55,12 +55,16 @@ topics: setup ## list the topics on the broker with their partitions and configs
 schemas-check: setup ## every current Avro schema against every released version, both ways
 	$(BIN)/python -m schemas.compat
 
-bench: setup ## benchmarks (figures printed and written to bench/results/)
+bench: setup ## the benchmark suite (bench/results/latest/: summary.md, results.json, plots) and component benchmarks
+	$(BIN)/python -m bench.suite
 	$(BIN)/python -m bench.codec
 	$(BIN)/python -m bench.worker
 	$(BIN)/python -m bench.sessions
 	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.replay
+
+bench-quick: setup ## a one-minute run of the benchmark suite (bench/results/quick/); CI runs it
+	$(BIN)/python -m bench.suite --quick
 
 lock: ## re-resolve dependencies within pyproject's ranges and write constraints.txt
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv

@@ -152,14 +152,17 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-async def idle_connections(url: str, pid: int, token: str, count: int) -> dict[str, float]:
+async def idle_connections(url: str, pid: int, token: str, count: int) -> dict[str, Any]:
     """Open ``count`` idle WebSocket streams (each following its own conversation) on one gateway."""
     before = rss_kib(pid)
     sockets = []
     base = url.replace("http://", "ws://")
     began = time.perf_counter()
     try:
+        series = [(0, before)]
         for i in range(count):
+            if i and i % max(1, count // 10) == 0:
+                series.append((i, rss_kib(pid)))
             ws = await websockets.connect(
                 f"{base}/v1/conversations/idle-{i}/ws?access_token={token}", compression=None, open_timeout=30
             )
@@ -187,6 +190,7 @@ async def idle_connections(url: str, pid: int, token: str, count: int) -> dict[s
         "rss_before_mib": round(before / 1024, 1),
         "rss_after_mib": round(after / 1024, 1),
         "kib_per_connection": round((after - before) / count, 1),
+        "series": [*series, (count, after)],
     }
 
 

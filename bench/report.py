@@ -1,0 +1,224 @@
+"""The suite's results as files a person reads: ``results.json``, ``summary.md`` (every target,
+measured or not, reached or missed) and PNG plots (latency percentiles against load, resume time
+against missed events, gateway memory against connections)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+Row = tuple[str, str, str, str]
+
+
+def _at(points: list[dict[str, Any]], answers: int) -> dict[str, Any] | None:
+    return next((p for p in points if p["answers"] == answers), None)
+
+
+def targets(results: dict[str, Any]) -> list[Row]:
+    """(figure, target, measured, verdict) for every target of issue 9."""
+    rows: list[Row] = []
+
+    def verdict(ok: bool | None) -> str:
+        return "not measured" if ok is None else "reached" if ok else "**missed**"
+
+    at200 = _at(results.get("latency", []), 200)
+    if at200 is not None:
+        lat, added = at200["latency_ms"]["all"], at200["gateway_added_ms"]
+        ok = lat["p50"] <= 5 and lat["p99"] <= 25 and lat["p99.9"] <= 100
+        measured = f"p50 {lat['p50']} / p99 {lat['p99']} / p99.9 {lat['p99.9']} ms"
+        rows.append(
+            (
+                "e2e latency, 200 answers x 50 tok/s",
+                "p50 <= 5, p99 <= 25, p99.9 <= 100 ms",
+                measured,
+                verdict(ok),
+            )
+        )
+        ok = added["p50"] <= 1 and added["p99"] <= 5
+        measured = f"p50 {added['p50']} / p99 {added['p99']} ms"
+        rows.append(("gateway-added over the Kafka floor", "p50 <= 1, p99 <= 5 ms", measured, verdict(ok)))
+    else:
+        rows.append(
+            (
+                "e2e latency, 200 answers x 50 tok/s",
+                "p50 <= 5, p99 <= 25, p99.9 <= 100 ms",
+                "-",
+                verdict(None),
+            )
+        )
+        rows.append(("gateway-added over the Kafka floor", "p50 <= 1, p99 <= 5 ms", "-", verdict(None)))
+    through = results.get("throughput", [])
+    for label, coalesced, goal in (("per-token events", False, 20_000), ("coalesced deltas", True, 100_000)):
+        points = [p for p in through if (p["tokens_per_delta"] > 1) == coalesced]
+        best = max((p["offered_tokens_per_s"] for p in points if p.get("sustained")), default=None)
+        measured = "-" if not points else f"{best:,.0f} tok/s sustained" if best else "none sustained"
+        rows.append(
+            (
+                f"throughput, {label}",
+                f">= {goal:,} tok/s, zero loss/dup",
+                measured,
+                verdict(None if not points else (best or 0) >= goal),
+            )
+        )
+    resume = results.get("resume", {}).get("points", [])
+    memory = [p["first_event"] for p in resume if p["path"] == "memory"]
+    if memory:
+        p50, p99 = max(m["p50_ms"] for m in memory), max(m["p99_ms"] for m in memory)
+        rows.append(
+            (
+                "resume, memory window",
+                "p50 <= 5, p99 <= 20 ms",
+                f"p50 {p50} / p99 {p99} ms (worst point)",
+                verdict(p50 <= 5 and p99 <= 20),
+            )
+        )
+    seek = [p["first_event"] for p in resume if p["path"] == "seek" and p["missed"] == 1000]
+    if seek:
+        p99 = max(s["p99_ms"] for s in seek)
+        rows.append(("resume, seek path, 1,000 missed", "p99 <= 50 ms", f"p99 {p99} ms", verdict(p99 <= 50)))
+    else:
+        rows.append(("resume, seek path, 1,000 missed", "p99 <= 50 ms", "-", verdict(None)))
+    idle = results.get("idle")
+    if idle:
+        ok = idle["connections"] >= 10_000 and idle["kib_per_connection"] <= 40
+        rows.append(
+            (
+                "idle WebSocket connections",
+                ">= 10,000 at <= 40 KiB each",
+                f"{idle['connections']:,} at {idle['kib_per_connection']} KiB",
+                verdict(ok),
+            )
+        )
+    fan = results.get("fanout")
+    rows.append(
+        (
+            "fan-out",
+            ">= 30,000 frames/s per core",
+            f"{fan['frames_per_core_s']:,.0f}" if fan else "-",
+            verdict(None if not fan else fan["frames_per_core_s"] >= 30_000),
+        )
+    )
+    storm = results.get("storm")
+    rows.append(
+        (
+            "reconnect storm, 1,000 clients",
+            "all live within 5 s",
+            f"{storm['all_live_s']} s" if storm else "-",
+            verdict(None if not storm else storm["all_live_s"] <= 5),
+        )
+    )
+    return rows
+
+
+def summary_markdown(results: dict[str, Any]) -> str:
+    out = [f"# tokenlog benchmark summary ({results.get('started', '')})", ""]
+    out += ["| figure | target | measured | verdict |", "| --- | --- | --- | --- |"]
+    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(results)]
+    out += ["", "## End-to-end latency by load (ms; system = through the gateway, floor = raw aiokafka)", ""]
+    columns = ["answers", "tok/s", "delivered", "p50", "p90", "p99", "p99.9", "max"]
+    columns += ["floor p50", "floor p99", "added p50", "added p99", "CPU us/token"]
+    out += ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    for p in results.get("latency", []) + results.get("throughput", []):
+        lat, floor, added = p["latency_ms"]["all"], p["floor_ms"], p["gateway_added_ms"]
+        out.append(
+            f"| {p['answers']} x {p['rate_per_answer']:.0f}/s x {p['tokens_per_delta']} "
+            f"| {p['offered_tokens_per_s']:,.0f} "
+            f"| {p['delivered']:,}/{p['sent']:,} | {lat.get('p50')} | {lat.get('p90')} | {lat.get('p99')} "
+            f"| {lat.get('p99.9')} | {lat.get('max')} | {floor.get('p50')} | {floor.get('p99')} "
+            f"| {added.get('p50')} | {added.get('p99')} | {p['cpu_us_per_token']} |"
+        )
+    resume = results.get("resume", {}).get("points", [])
+    if resume:
+        out += ["", "## Resume: connect to first missed event (ms)", ""]
+        out += [
+            "| path | transport | missed | p50 | p90 | p99 | all missed p50 |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in resume:
+            f, a = r["first_event"], r["all_events"]
+            out.append(
+                f"| {r['path']} | {r['transport']} | {r['missed']} | {f['p50_ms']} | {f['p90_ms']} "
+                f"| {f['p99_ms']} | {a['p50_ms']} |"
+            )
+    out += ["", "Plots: `latency.png`, `resume.png`, `memory.png`.", ""]
+    return "\n".join(out)
+
+
+def plots(results: dict[str, Any], out: Path) -> None:
+    latency = results.get("latency", [])
+    if latency:
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        loads = [p["answers"] for p in latency]
+        for name, style in (("p50", "o-"), ("p99", "s-"), ("p99.9", "^-")):
+            ax.plot(loads, [p["latency_ms"]["all"].get(name) for p in latency], style, label=f"system {name}")
+            ax.plot(
+                loads,
+                [p["floor_ms"].get(name) for p in latency],
+                style,
+                alpha=0.35,
+                label=f"Kafka floor {name}",
+            )
+        ax.set(xlabel="concurrent answers (50 tokens/s each)", ylabel="token latency (ms)", yscale="log",
+               title="End-to-end token latency vs load")  # fmt: skip
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(out / "latency.png", dpi=120)
+        plt.close(fig)
+    resume = results.get("resume", {}).get("points", [])
+    if resume:
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for path in sorted({r["path"] for r in resume}):
+            for transport in ("ws", "sse"):
+                pts = sorted(
+                    (r["missed"], r["first_event"])
+                    for r in resume
+                    if r["path"] == path and r["transport"] == transport
+                )
+                if pts:
+                    ax.plot(
+                        [m for m, _ in pts],
+                        [f["p50_ms"] for _, f in pts],
+                        "o-",
+                        label=f"{path} {transport} p50",
+                    )
+                    ax.plot(
+                        [m for m, _ in pts],
+                        [f["p99_ms"] for _, f in pts],
+                        "o--",
+                        alpha=0.5,
+                        label=f"{path} {transport} p99",
+                    )
+        ax.set(xlabel="missed events", ylabel="reconnect → first missed event (ms)", xscale="log",
+               title="Resume time vs missed events, by path")  # fmt: skip
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        fig.savefig(out / "resume.png", dpi=120)
+        plt.close(fig)
+    idle = results.get("idle")
+    if idle and idle.get("series"):
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        series = idle["series"]
+        ax.plot([c for c, _ in series], [kib / 1024 for _, kib in series], "o-", label="gateway RSS")
+        ax.set(xlabel="idle WebSocket connections", ylabel="resident memory (MiB)",
+               title=f"Gateway memory vs connections ({idle['kib_per_connection']} KiB each)")  # fmt: skip
+        ax.grid(True, alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "memory.png", dpi=120)
+        plt.close(fig)
+
+
+def write_report(results: dict[str, Any], out: Path) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    summary = summary_markdown(results)
+    (out / "summary.md").write_text(summary + "\n")
+    plots(results, out)
+    return summary

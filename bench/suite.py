@@ -1,0 +1,130 @@
+"""The benchmark suite of issue 9: the whole system under load, each figure against the floor
+measured in the same run, results as JSON, a Markdown summary and PNG plots in ``bench/results/``.
+
+    python -m bench.suite            # make bench (several minutes)
+    python -m bench.suite --quick    # make bench-quick (about a minute; CI runs it)
+
+Uses ``KAFKA_BOOTSTRAP_SERVERS`` or starts a local broker of its own (temporary, free ports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.gateway import idle_connections, start_gateway
+from bench.gateway import measure as resume_measure
+from bench.load import Point, run_point
+from bench.report import write_report
+from bench.worker import RESULTS, kafka
+from gateway.auth import TokenService
+from infra.settings import TopicSettings
+from infra.topics import ensure, topic_specs
+
+FULL = {
+    "loads": [10, 100, 200, 500],
+    "rate": 50.0,
+    "seconds": 10.0,
+    "ceiling": [(200, 50.0, 1), (200, 100.0, 1), (200, 200.0, 1), (200, 50.0, 10), (200, 100.0, 10)],
+    "missed": [10, 100, 1000, 10000],
+    "resumes": 100,
+    "idle": 10000,
+}
+QUICK = {
+    "loads": [10, 50],
+    "rate": 50.0,
+    "seconds": 3.0,
+    "ceiling": [(50, 100.0, 1), (50, 50.0, 10)],
+    "missed": [10, 100],
+    "resumes": 10,
+    "idle": 300,
+}
+
+
+def broker_pid(bootstrap: str) -> int:
+    """The JVM of the broker this run started (its home is a ``tokenlog-bench-`` directory); 0 for
+    an external cluster, whose CPU is then not counted."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"kafka.Kafka" in cmdline and b"tokenlog-bench-" in cmdline:
+                return int(proc.name)
+    return 0
+
+
+def sustained(point: dict[str, Any]) -> bool:
+    """Every token delivered exactly once and the p99 under a second."""
+    problems = point["problems"]
+    clean = not problems["lost"] and not problems["duplicated"] and not problems["unfinished"]
+    return clean and point["delivered"] == point["sent"] and point["latency_ms"]["all"].get("p99", 1e9) < 1000
+
+
+def run(bootstrap: str, workdir: Path, plan: dict[str, Any]) -> dict[str, Any]:
+    asyncio.run(ensure(bootstrap, topic_specs(TopicSettings())))
+    secret = secrets.token_urlsafe(48)
+    token = TokenService(secret, 3600).issue("bench")
+    results: dict[str, Any] = {"plan": plan, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    gateway, url = start_gateway(bootstrap, secret, workdir, "gateway-load", {})
+    pids = {"gateway": gateway.pid or 0, "broker": broker_pid(bootstrap)}
+    try:
+        results["latency"] = []
+        for answers in plan["loads"]:
+            point = run_point(bootstrap, url, token, Point(answers, plan["rate"], plan["seconds"]), pids)
+            results["latency"].append(point)
+            print(line("latency", point), flush=True)
+        results["throughput"] = []
+        for answers, rate, per_delta in plan["ceiling"]:
+            point = run_point(bootstrap, url, token, Point(answers, rate, plan["seconds"], per_delta), pids)
+            point["sustained"] = sustained(point)
+            results["throughput"].append(point)
+            print(line("throughput", point), flush=True)
+    finally:
+        gateway.stop()
+    print("resume latency by path (connect → first missed event)", flush=True)
+    results["resume"] = asyncio.run(
+        resume_measure(bootstrap, workdir, resumes=plan["resumes"], missed=plan["missed"], connections=0)
+    )
+    gateway, url = start_gateway(bootstrap, secret, workdir, "gateway-idle", {})
+    try:
+        results["idle"] = asyncio.run(idle_connections(url, gateway.pid or 0, token, plan["idle"]))
+        print(f"idle websocket connections: {results['idle']}", flush=True)
+    finally:
+        gateway.stop()
+    return results
+
+
+def line(kind: str, p: dict[str, Any]) -> str:
+    lat, floor, added = p["latency_ms"]["all"], p["floor_ms"], p["gateway_added_ms"]
+    return (
+        f"{kind:10} {p['answers']:4} answers x {p['rate_per_answer']:.0f}/s x {p['tokens_per_delta']} tok "
+        f"= {p['offered_tokens_per_s']:>8,.0f} tok/s: delivered {p['delivered']:,}/{p['sent']:,} "
+        f"p50 {lat.get('p50', 0):.2f} p99 {lat.get('p99', 0):.2f} p99.9 {lat.get('p99.9', 0):.2f} ms "
+        f"(floor p50 {floor.get('p50', 0):.2f} p99 {floor.get('p99', 0):.2f}; "
+        f"added p50 {added.get('p50', 0):.2f} p99 {added.get('p99', 0):.2f}) "
+        f"cpu {p['cpu_us_per_token']} us/token"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.suite", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a one-minute smoke run")
+    args = parser.parse_args()
+    plan = QUICK if args.quick else FULL
+    with kafka() as bootstrap, tempfile.TemporaryDirectory() as tmp:
+        results = run(bootstrap, Path(tmp), plan)
+    out = RESULTS / ("quick" if args.quick else "latest")
+    summary = write_report(results, out)
+    print(summary)
+    print(f"written to {out}/")
+
+
+if __name__ == "__main__":
+    main()
