@@ -155,15 +155,15 @@ def plots(results: dict[str, Any], out: Path) -> None:
     if latency:
         fig, ax = plt.subplots(figsize=(7, 4.2))
         loads = [p["answers"] for p in latency]
-        for name, style in (("p50", "o-"), ("p99", "s-"), ("p99.9", "^-")):
-            ax.plot(loads, [p["latency_ms"]["all"].get(name) for p in latency], style, label=f"system {name}")
-            ax.plot(
-                loads,
-                [p["floor_ms"].get(name) for p in latency],
-                style,
-                alpha=0.35,
-                label=f"Kafka floor {name}",
-            )
+        for name, marker, color in (
+            ("p50", "o", "tab:blue"),
+            ("p99", "s", "tab:orange"),
+            ("p99.9", "^", "tab:red"),
+        ):
+            system = [p["latency_ms"]["all"].get(name) for p in latency]
+            floor = [p["floor_ms"].get(name) for p in latency]
+            ax.plot(loads, system, marker + "-", color=color, label=f"system {name}")
+            ax.plot(loads, floor, marker + ":", color=color, alpha=0.45, label=f"Kafka floor {name}")
         ax.set(xlabel="concurrent answers (50 tokens/s each)", ylabel="token latency (ms)", yscale="log",
                title="End-to-end token latency vs load")  # fmt: skip
         ax.grid(True, which="both", alpha=0.3)
