@@ -59,7 +59,7 @@ def start_gateway(
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "TOKENLOG_GATEWAY_PORT": str(port),
             "TOKENLOG_GATEWAY_SECRET": secret,
-            "TOKENLOG_GATEWAY_SESSIONS_URL": f"http://127.0.0.1:{free_port()}",
+            "TOKENLOG_GATEWAY_SESSIONS_URL": f"http://127.0.0.1:{free_port()}",  # none, unless env says
             "TOKENLOG_GATEWAY_MAX_CONNECTIONS_PER_USER": "1000000",
             **env,
         },
@@ -69,6 +69,29 @@ def start_gateway(
     wait_until(lambda: http_ok(f"{url}/readyz")() or not proc.running(), 60, what=f"{name} ready")
     if not proc.running():
         raise RuntimeError(f"{name} did not start: {proc.log_path.read_text()[-2000:]}")
+    return proc, url
+
+
+def start_sessions(bootstrap: str, workdir: Path) -> tuple[ManagedProcess, str]:
+    """The session-state app (its snapshots serve the gateway's hydrates)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = ManagedProcess(
+        "sessions",
+        [sys.executable, "-m", "pipeline", "sessions"],
+        workdir / "sessions.log",
+        env={
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "TOKENLOG_SESSIONS_APP_ID": f"bench-sessions-{uuid.uuid4().hex[:8]}",
+            "TOKENLOG_SESSIONS_PORT": str(port),
+            "TOKENLOG_SESSIONS_DATA_DIR": str(workdir / "sessions-data"),
+        },
+    )
+    proc.start()
+    wait_until(lambda: http_ok(f"{url}/readyz")() or not proc.running(), 120, what="sessions ready")
+    if not proc.running():
+        raise RuntimeError(f"the session app did not start: {proc.log_path.read_text()[-2000:]}")
     return proc, url
 
 

@@ -46,6 +46,8 @@ class Point:
     tokens_per_delta: int = 1
     """1: every model token is its own event; more: deltas coalesced (the worker's window)."""
     warmup_s: float = 2.0
+    devices: int = 1
+    """Clients following each answer (fan-out: many devices on one conversation)."""
 
     @property
     def tokens_per_s(self) -> float:
@@ -299,7 +301,7 @@ def run_point(bootstrap: str, url: str, token: str, point: Point, pids: dict[str
     queue: Any = ctx.Queue()
     clients_ready, floor_ready, floor_stop = ctx.Event(), ctx.Event(), ctx.Event()
     far = time.time() + duration + 180
-    job = ClientsJob(url, token, cids, far)
+    job = ClientsJob(url, token, [cid for cid in cids for _ in range(point.devices)], far)
     clients = ctx.Process(target=_clients, args=(job, clients_ready, queue), daemon=True)
     clients.start()
     if not clients_ready.wait(180):
@@ -348,6 +350,7 @@ def summarize(
     }
     delivered = int(len(ws) + len(sse))
     tokens = point.tokens_per_s * point.seconds
+    frames_in_window = int(steady(ws).size + steady(sse).size)
     return {
         "answers": point.answers,
         "rate_per_answer": point.rate,
@@ -363,4 +366,7 @@ def summarize(
         "gateway_added_ms": added,
         "cpu_s": {k: round(v, 2) for k, v in cpu.items()},
         "cpu_us_per_token": round(sum(cpu.values()) / tokens * 1e6, 1) if tokens else None,
+        "devices": point.devices,
+        "frames_per_gateway_core_s": round(frames_in_window / cpu["gateway"]) if cpu.get("gateway") else None,
+        "cpu_utilisation": {k: round(v / point.seconds, 2) for k, v in cpu.items()},
     }

@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.gateway import idle_connections, start_gateway
+from bench.gateway import idle_connections, start_gateway, start_sessions
 from bench.gateway import measure as resume_measure
 from bench.load import Point, run_point
 from bench.report import write_report
+from bench.storm import storm
 from bench.worker import RESULTS, kafka
 from gateway.auth import TokenService
 from infra.settings import TopicSettings
@@ -34,6 +35,8 @@ FULL = {
     "missed": [10, 100, 1000, 10000],
     "resumes": 100,
     "idle": 10000,
+    "fanout": {"rate": 100.0, "devices": 300},
+    "storm": {"clients": 1000, "conversations": 100},
 }
 QUICK = {
     "loads": [10, 50],
@@ -43,6 +46,8 @@ QUICK = {
     "missed": [10, 100],
     "resumes": 10,
     "idle": 300,
+    "fanout": {"rate": 50.0, "devices": 50},
+    "storm": {"clients": 100, "conversations": 20},
 }
 
 
@@ -64,7 +69,8 @@ def sustained(point: dict[str, Any]) -> bool:
     """Every token delivered exactly once and the p99 under a second."""
     problems = point["problems"]
     clean = not problems["lost"] and not problems["duplicated"] and not problems["unfinished"]
-    return clean and point["delivered"] == point["sent"] and point["latency_ms"]["all"].get("p99", 1e9) < 1000
+    complete = point["delivered"] == point["sent"] * point["devices"]
+    return clean and complete and point["latency_ms"]["all"].get("p99", 1e9) < 1000
 
 
 def run(bootstrap: str, workdir: Path, plan: dict[str, Any]) -> dict[str, Any]:
@@ -72,32 +78,50 @@ def run(bootstrap: str, workdir: Path, plan: dict[str, Any]) -> dict[str, Any]:
     secret = secrets.token_urlsafe(48)
     token = TokenService(secret, 3600).issue("bench")
     results: dict[str, Any] = {"plan": plan, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    gateway, url = start_gateway(bootstrap, secret, workdir, "gateway-load", {})
-    pids = {"gateway": gateway.pid or 0, "broker": broker_pid(bootstrap)}
+    sessions, sessions_url = start_sessions(bootstrap, workdir)
+    with_sessions = {"TOKENLOG_GATEWAY_SESSIONS_URL": sessions_url}
     try:
-        results["latency"] = []
-        for answers in plan["loads"]:
-            point = run_point(bootstrap, url, token, Point(answers, plan["rate"], plan["seconds"]), pids)
-            results["latency"].append(point)
-            print(line("latency", point), flush=True)
-        results["throughput"] = []
-        for answers, rate, per_delta in plan["ceiling"]:
-            point = run_point(bootstrap, url, token, Point(answers, rate, plan["seconds"], per_delta), pids)
-            point["sustained"] = sustained(point)
-            results["throughput"].append(point)
-            print(line("throughput", point), flush=True)
+        gateway, url = start_gateway(bootstrap, secret, workdir, "gateway-load", with_sessions)
+        pids = {"gateway": gateway.pid or 0, "broker": broker_pid(bootstrap), "sessions": sessions.pid or 0}
+        try:
+            results["latency"] = []
+            for answers in plan["loads"]:
+                point = run_point(bootstrap, url, token, Point(answers, plan["rate"], plan["seconds"]), pids)
+                results["latency"].append(point)
+                print(line("latency", point), flush=True)
+            fan = plan["fanout"]
+            point = run_point(
+                bootstrap, url, token, Point(1, fan["rate"], plan["seconds"], devices=fan["devices"]), pids
+            )
+            results["fanout"] = {**point, "frames_per_core_s": point["frames_per_gateway_core_s"]}
+            print(
+                line("fan-out", point),
+                f"{point['frames_per_gateway_core_s']:,} frames per gateway core-second",
+            )
+            results["storm"] = asyncio.run(storm(bootstrap, url, token, **plan["storm"]))
+            print(f"reconnect storm: {results['storm']}", flush=True)
+            results["throughput"] = []
+            for answers, rate, per_delta in plan["ceiling"]:
+                point = run_point(
+                    bootstrap, url, token, Point(answers, rate, plan["seconds"], per_delta), pids
+                )
+                point["sustained"] = sustained(point)
+                results["throughput"].append(point)
+                print(line("throughput", point), flush=True)
+        finally:
+            gateway.stop()
+        print("resume latency by path (connect → first missed event)", flush=True)
+        results["resume"] = asyncio.run(
+            resume_measure(bootstrap, workdir, resumes=plan["resumes"], missed=plan["missed"], connections=0)
+        )
+        gateway, url = start_gateway(bootstrap, secret, workdir, "gateway-idle", with_sessions)
+        try:
+            results["idle"] = asyncio.run(idle_connections(url, gateway.pid or 0, token, plan["idle"]))
+            print(f"idle websocket connections: {results['idle']}", flush=True)
+        finally:
+            gateway.stop()
     finally:
-        gateway.stop()
-    print("resume latency by path (connect → first missed event)", flush=True)
-    results["resume"] = asyncio.run(
-        resume_measure(bootstrap, workdir, resumes=plan["resumes"], missed=plan["missed"], connections=0)
-    )
-    gateway, url = start_gateway(bootstrap, secret, workdir, "gateway-idle", {})
-    try:
-        results["idle"] = asyncio.run(idle_connections(url, gateway.pid or 0, token, plan["idle"]))
-        print(f"idle websocket connections: {results['idle']}", flush=True)
-    finally:
-        gateway.stop()
+        sessions.stop()
     return results
 
 

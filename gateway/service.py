@@ -85,11 +85,17 @@ async def resolve_epoch(settings: GatewaySettings) -> str:
     return str(cluster["cluster_id"])
 
 
+SNAPSHOT_REUSE_S = 1.0
+"""How long a fetched snapshot serves the next open of the same conversation."""
+RECENT_SNAPSHOTS = 10_000
+
 class Gateway:
     def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or GatewayMetrics()
         self.owners = Owners()
+        self._recent: dict[str, tuple[float, Snapshot]] = {}
+        """Snapshots fetched in the last moment, oldest first."""
         self.hub = Hub(
             HubLimits(
                 settings.window_events,
@@ -194,9 +200,19 @@ class Gateway:
         return self._snapshots
 
     async def snapshot(self, conversation_id: str) -> Snapshot:
+        """The conversation's snapshot. One fetched within the last ``SNAPSHOT_REUSE_S`` is used
+        again: opening a stream checks the owner and then hydrates, and a snapshot a moment old
+        is as good a starting point (the merge catches up from its cursor)."""
+        now = time.monotonic()
+        recent = self._recent.get(conversation_id)
+        if recent is not None and now - recent[0] < SNAPSHOT_REUSE_S:
+            return recent[1]
         snap = await self.snapshots.get(conversation_id, self.partition_of(conversation_id))
         if snap.owner:
             self.owners.learn(conversation_id, snap.owner)
+        self._recent[conversation_id] = (time.monotonic(), snap)
+        while len(self._recent) > RECENT_SNAPSHOTS:
+            del self._recent[next(iter(self._recent))]
         return snap
 
     async def owner_of(self, conversation_id: str) -> str | None:
