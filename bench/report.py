@@ -133,6 +133,16 @@ def summary_markdown(results: dict[str, Any]) -> str:
             f"| {lat.get('p99.9')} | {lat.get('max')} | {floor.get('p50')} | {floor.get('p99')} "
             f"| {added.get('p50')} | {added.get('p99')} | {p['cpu_us_per_token']} |"
         )
+    points = results.get("latency", []) + results.get("throughput", [])
+    if points:
+        names = sorted({name for p in points for name in p.get("cpu_utilisation", {})})
+        out += ["", "## CPU by process over each measured window (1.0 = one core; this machine has 2)", ""]
+        out += ["| point | " + " | ".join(names) + " | total |", "|" + " --- |" * (len(names) + 2)]
+        for p in points:
+            use = p.get("cpu_utilisation", {})
+            cells = " | ".join(str(use.get(n, "")) for n in names)
+            label = f"{p['answers']} x {p['rate_per_answer']:.0f}/s x {p['tokens_per_delta']}"
+            out.append(f"| {label} | {cells} | {round(sum(use.values()), 2)} |")
     resume = results.get("resume", {}).get("points", [])
     if resume:
         out += ["", "## Resume: connect to first missed event (ms)", ""]

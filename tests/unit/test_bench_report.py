@@ -1,0 +1,57 @@
+"""The benchmark report's verdicts and files, from a hand-made result (no broker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.report import targets, write_report
+
+
+def _point(answers: int, p50: float, p99: float, floor50: float, floor99: float, **kw: Any) -> dict[str, Any]:
+    latency = {"n": 100, "p50": p50, "p90": p99, "p99": p99, "p99.9": p99 * 2, "max": p99 * 3, "mean": p50}
+    return {
+        "answers": answers,
+        "rate_per_answer": 50.0,
+        "tokens_per_delta": kw.get("tokens_per_delta", 1),
+        "offered_tokens_per_s": answers * 50.0 * kw.get("tokens_per_delta", 1),
+        "sent": 1000,
+        "delivered": 1000,
+        "devices": 1,
+        "sustained": kw.get("sustained", True),
+        "latency_ms": {"all": latency, "ws": latency, "sse": latency},
+        "floor_ms": {
+            "n": 100,
+            "p50": floor50,
+            "p90": floor99,
+            "p99": floor99,
+            "p99.9": floor99,
+            "max": floor99,
+        },
+        "gateway_added_ms": {"p50": p50 - floor50, "p90": 0, "p99": p99 - floor99, "p99.9": 0},
+        "cpu_us_per_token": 10.0,
+        "cpu_utilisation": {"gateway": 0.5, "broker": 0.3},
+    }
+
+
+def test_each_target_gets_the_verdict_its_figures_earn(tmp_path: Path) -> None:
+    results: dict[str, Any] = {
+        "latency": [_point(10, 2, 8, 1.5, 7), _point(200, 4, 20, 3.5, 16)],
+        "throughput": [
+            _point(400, 3, 30, 2, 20),
+            _point(400, 3, 30, 2, 20, tokens_per_delta=10, sustained=False),
+        ],
+        "idle": {"connections": 10_000, "kib_per_connection": 46.4, "series": [(0, 1000), (10_000, 465_000)]},
+        "storm": {"all_live_s": 1.7},
+    }
+    verdicts = {row[0]: row[3] for row in targets(results)}
+    assert verdicts["e2e latency, 200 answers x 50 tok/s"] == "reached"
+    assert verdicts["gateway-added over the Kafka floor"] == "reached"  # 0.5 ms and 4 ms
+    assert verdicts["throughput, per-token events"] == "reached"  # 20,000 tok/s sustained
+    assert verdicts["throughput, coalesced deltas"] == "**missed**"
+    assert verdicts["idle WebSocket connections"] == "**missed**"
+    assert verdicts["reconnect storm, 1,000 clients"] == "reached"
+    assert verdicts["fan-out"] == "not measured"
+    summary = write_report(results, tmp_path)
+    assert "| e2e latency, 200 answers x 50 tok/s |" in summary
+    assert {p.name for p in tmp_path.iterdir()} >= {"results.json", "summary.md", "latency.png", "memory.png"}
