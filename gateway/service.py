@@ -89,6 +89,7 @@ SNAPSHOT_REUSE_S = 1.0
 """How long a fetched snapshot serves the next open of the same conversation."""
 RECENT_SNAPSHOTS = 10_000
 
+
 class Gateway:
     def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics | None = None) -> None:
         self.settings = settings

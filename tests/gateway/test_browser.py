@@ -18,6 +18,13 @@ from tests.pipeline.helpers import read_transcript
 pytestmark = pytest.mark.integration
 
 
+def screenshots(tmp_path: Path) -> Path:
+    """Where screenshots go: ``$TOKENLOG_TEST_OUTPUT/screenshots``, else the test's tmp dir."""
+    shots = Path(os.environ.get("TOKENLOG_TEST_OUTPUT", tmp_path)) / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    return shots
+
+
 async def answer_text(page: Any, index: int = 0) -> str:
     return str(await page.locator(".turn .answer").nth(index).text_content())
 
@@ -108,8 +115,7 @@ async def _scenarios(stack: Stack, gw: GatewayProc, chromium: str, shots: Path) 
 def test_the_browser_app_survives_reload_offline_and_a_second_tab(
     stack: Stack, gw: GatewayProc, chromium: str, tmp_path: Path
 ) -> None:
-    shots = Path(os.environ.get("TOKENLOG_TEST_OUTPUT", tmp_path)) / "screenshots"
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = screenshots(tmp_path)
     asyncio.run(_scenarios(stack, gw, chromium, shots))
     assert (shots / "reload-mid-answer.png").stat().st_size > 10_000
 
@@ -163,9 +169,7 @@ async def _pending_prompt_survives_a_crash(stack: Stack, gw: GatewayProc, chromi
 def test_a_prompt_whose_ack_was_lost_is_resent_after_a_tab_crash_and_answered_once(
     stack: Stack, gw: GatewayProc, chromium: str, tmp_path: Path
 ) -> None:
-    shots = Path(os.environ.get("TOKENLOG_TEST_OUTPUT", tmp_path)) / "screenshots"
-    shots.mkdir(parents=True, exist_ok=True)
-    asyncio.run(_pending_prompt_survives_a_crash(stack, gw, chromium, shots))
+    asyncio.run(_pending_prompt_survives_a_crash(stack, gw, chromium, screenshots(tmp_path)))
 
 
 # WebSocket blocked (as behind a proxy that refuses upgrades): every socket fails before it opens.
