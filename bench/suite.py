@@ -22,8 +22,10 @@ from bench.gateway import measure as resume_measure
 from bench.load import Point, run_point
 from bench.report import write_report
 from bench.storm import storm
+from bench.traffic import measure as traffic_measure
 from bench.worker import RESULTS, kafka
 from gateway.auth import TokenService
+from infra.broker import cluster_metadata
 from infra.settings import TopicSettings
 from infra.topics import ensure, topic_specs
 
@@ -37,6 +39,7 @@ FULL = {
     "idle": 10000,
     "fanout": {"rate": 100.0, "devices": 300},
     "storm": {"clients": 1000, "conversations": 100},
+    "traffic": {"missed": 1000, "others": [0, 10_000, 100_000, 1_000_000], "resumes": 20},
 }
 QUICK = {
     "loads": [10, 50],
@@ -48,6 +51,7 @@ QUICK = {
     "idle": 300,
     "fanout": {"rate": 50.0, "devices": 50},
     "storm": {"clients": 100, "conversations": 20},
+    "traffic": {"missed": 100, "others": [0, 10_000], "resumes": 5},
 }
 
 
@@ -114,6 +118,14 @@ def run(bootstrap: str, workdir: Path, plan: dict[str, Any]) -> dict[str, Any]:
         results["resume"] = asyncio.run(
             resume_measure(bootstrap, workdir, resumes=plan["resumes"], missed=plan["missed"], connections=0)
         )
+        seek_env = {**with_sessions, "TOKENLOG_GATEWAY_WINDOW_EVENTS": "16"}
+        gateway, url = start_gateway(bootstrap, secret, workdir, "gateway-seek", seek_env)
+        try:
+            print("resume through the seek path against unrelated traffic in the partition", flush=True)
+            epoch = str(asyncio.run(cluster_metadata(bootstrap, timeout_s=30))["cluster_id"])
+            results["traffic"] = asyncio.run(traffic_measure(bootstrap, url, token, epoch, **plan["traffic"]))
+        finally:
+            gateway.stop()
         gateway, url = start_gateway(bootstrap, secret, workdir, "gateway-idle", with_sessions)
         try:
             results["idle"] = asyncio.run(idle_connections(url, gateway.pid or 0, token, plan["idle"]))
