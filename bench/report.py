@@ -14,6 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 Row = tuple[str, str, str, str]
+MEMORY_WINDOW = 2048
+"""Events per conversation the default gateway keeps in memory (TOKENLOG_GATEWAY_WINDOW_EVENTS)."""
 
 
 def _at(points: list[dict[str, Any]], answers: int) -> dict[str, Any] | None:
@@ -67,14 +69,15 @@ def targets(results: dict[str, Any]) -> list[Row]:
             )
         )
     resume = results.get("resume", {}).get("points", [])
-    memory = [p["first_event"] for p in resume if p["path"] == "memory"]
+    # The default gateway keeps 2,048 events per conversation in memory: more missed is a seek.
+    memory = [p["first_event"] for p in resume if p["path"] == "memory" and p["missed"] <= MEMORY_WINDOW]
     if memory:
         p50, p99 = max(m["p50_ms"] for m in memory), max(m["p99_ms"] for m in memory)
         rows.append(
             (
                 "resume, memory window",
                 "p50 <= 5, p99 <= 20 ms",
-                f"p50 {p50} / p99 {p99} ms (worst point)",
+                f"p50 {p50} / p99 {p99} ms (worst point, <= {MEMORY_WINDOW:,} missed)",
                 verdict(p50 <= 5 and p99 <= 20),
             )
         )
