@@ -39,7 +39,12 @@ FULL = {
     "idle": 10000,
     "fanout": {"rate": 100.0, "devices": 300},
     "storm": {"clients": 1000, "conversations": 100},
-    "traffic": {"missed": 1000, "others": [0, 10_000, 100_000, 1_000_000], "resumes": 20},
+    "traffic": {
+        "missed": 1000,
+        "others": [0, 10_000, 100_000, 1_000_000],
+        "small_batches": [10_000, 100_000],
+        "resumes": 20,
+    },
 }
 QUICK = {
     "loads": [10, 50],
@@ -51,7 +56,7 @@ QUICK = {
     "idle": 300,
     "fanout": {"rate": 50.0, "devices": 50},
     "storm": {"clients": 100, "conversations": 20},
-    "traffic": {"missed": 100, "others": [0, 10_000], "resumes": 5},
+    "traffic": {"missed": 100, "others": [0, 10_000], "small_batches": [10_000], "resumes": 5},
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -24,14 +25,25 @@ from schemas.cursor import Cursor
 from schemas.records import ResponseStarted, TokenDelta, now_ms
 from schemas.registry import TOKENS_TOPIC
 
+BATCHES = {"large": (20, 1 << 20), "small": (0, 512)}
+"""(linger ms, max batch bytes): bulk writes (~10,000 records per batch), or worker-like ones
+(a record batch holds a record or two, as when a worker sends each token at once)."""
 
-async def interleave(bootstrap: str, cid: str, missed: int, other: int) -> tuple[int, int]:
+
+async def interleave(
+    bootstrap: str, cid: str, missed: int, other: int, batches: str = "large"
+) -> tuple[int, int]:
     """Write ``cid``'s answer start, then ``missed`` deltas spread evenly among ``other`` records
     of other conversations of the same partition; (partition, offset of the start)."""
     partition = partition_for(cid, TopicSettings().partitions)
     noise = TOKENS.encode(TokenDelta(f"noise-{uuid.uuid4().hex[:8]}", "r-noise", 1, " noise", now_ms()))
+    linger, batch_bytes = BATCHES[batches]
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20, acks=1, enable_idempotence=False
+        bootstrap_servers=bootstrap,
+        linger_ms=linger,
+        max_batch_size=batch_bytes,
+        acks=1,
+        enable_idempotence=False,
     )
     await producer.start()
     try:
@@ -61,14 +73,22 @@ async def interleave(bootstrap: str, cid: str, missed: int, other: int) -> tuple
 
 
 async def measure(
-    bootstrap: str, url: str, token: str, epoch: str, *, missed: int, others: list[int], resumes: int
+    bootstrap: str,
+    url: str,
+    token: str,
+    epoch: str,
+    *,
+    missed: int,
+    others: list[int],
+    resumes: int,
+    small_batches: Sequence[int] = (),
 ) -> list[dict[str, Any]]:
     points = []
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_keepalive_connections=0)) as http:
-        for other in others:
+        for other, batches in [*((o, "large") for o in others), *((o, "small") for o in small_batches)]:
             cid = f"traffic-{uuid.uuid4().hex[:12]}"
             began = time.perf_counter()
-            partition, start = await interleave(bootstrap, cid, missed, other)
+            partition, start = await interleave(bootstrap, cid, missed, other, batches)
             written_s = time.perf_counter() - began
             cursor = Cursor(epoch, partition, start).format()  # everything after the start is missed
             for transport in ("ws", "sse"):
@@ -86,6 +106,7 @@ async def measure(
                 points.append(
                     {
                         "other_events": other,
+                        "batches": batches,
                         "missed": missed,
                         "transport": transport,
                         "first_event": first_p,
@@ -94,7 +115,7 @@ async def measure(
                     }
                 )
                 print(
-                    f"  seek {transport:3} {missed} missed among {other:>9,} other events: "
+                    f"  seek {transport:3} {missed} missed among {other:>9,} other ({batches} batches): "
                     f"first p50 {first_p['p50_ms']:7.2f} p99 {first_p['p99_ms']:7.2f} ms, "
                     f"all p50 {all_p['p50_ms']:7.2f} ms",
                     flush=True,
