@@ -168,6 +168,17 @@ async def resume_ws(url: str, cid: str, token: str, cursor: str, missed: int) ->
     raise AssertionError(f"socket closed after {got} of {missed} events")
 
 
+async def resumes_by_path(url: str) -> dict[str, float]:
+    """The gateway's resumes so far, by the path that served them (its /metrics)."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        text = (await http.get(f"{url}/metrics")).text
+    return {
+        line.split('path="')[1].split('"')[0]: float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("tokenlog_gateway_resumes_total{")
+    }
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -264,16 +275,9 @@ async def measure(
                             f" p99 {all_p['p99_ms']:7.2f} ms",
                             flush=True,
                         )
-        served = {}
-        for name, url in (("memory", mem_url), ("seek", seek_url)):
-            async with httpx.AsyncClient(timeout=10) as http:
-                text = (await http.get(f"{url}/metrics")).text
-            served[name] = {
-                line.split('path="')[1].split('"')[0]: float(line.split()[-1])
-                for line in text.splitlines()
-                if line.startswith("tokenlog_gateway_resumes_total{")
-            }
-        figures["paths_served"] = served
+        figures["paths_served"] = {
+            name: await resumes_by_path(url) for name, url in (("memory", mem_url), ("seek", seek_url))
+        }
         if connections:
             gw_seek.stop()
             figures["idle"] = await idle_connections(mem_url, gw_mem.pid or 0, token, connections)

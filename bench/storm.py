@@ -15,11 +15,11 @@ import time
 import uuid
 from typing import Any
 
-import httpx
 import orjson
 import websockets
 from aiokafka import AIOKafkaProducer
 
+from bench.gateway import resumes_by_path
 from schemas.codec import TOKENS
 from schemas.records import ResponseStarted, TokenDelta, now_ms
 from schemas.registry import TOKENS_TOPIC
@@ -38,16 +38,6 @@ async def write_history(bootstrap: str, cids: list[str], history: int) -> None:
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
-
-
-async def resumes_by_path(url: str) -> dict[str, float]:
-    async with httpx.AsyncClient(timeout=10) as http:
-        text = (await http.get(f"{url}/metrics")).text
-    return {
-        line.split('path="')[1].split('"')[0]: float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith("tokenlog_gateway_resumes_total{")
-    }
 
 
 async def storm(

@@ -17,7 +17,7 @@ from gateway.client import Client
 from tests.gateway.browser import browser_session
 from tests.gateway.stack import GatewayProc, Stack, partition_of
 from tests.harness import unique
-from tests.pipeline.helpers import all_finished, read_transcript
+from tests.pipeline.helpers import all_finished, every_answer_finished, read_transcript
 
 pytestmark = pytest.mark.integration
 
@@ -147,12 +147,7 @@ async def _use_chat_in_react(stack: Stack, gw: GatewayProc, chromium: str, scrip
         )
         await page.wait_for_selector("#status[data-status=ready]", timeout=60_000)
         shown = await page.locator(".message.assistant").text_content()
-        transcript = await read_transcript(
-            stack.bootstrap,
-            partition_of(chat),
-            [chat],
-            lambda t: bool(t.answers) and all(a.finished for a in t.answers.values()),
-        )
+        transcript = await read_transcript(stack.bootstrap, partition_of(chat), [chat], every_answer_finished)
         [answer] = transcript.answers.values()
         assert answer.started is not None
         assert answer.started.prompt_text == prompt

@@ -13,7 +13,7 @@ import pytest
 from tests.gateway.browser import browser_session
 from tests.gateway.stack import GatewayProc, Stack, partition_of
 from tests.harness import unique
-from tests.pipeline.helpers import read_transcript
+from tests.pipeline.helpers import every_answer_finished, read_transcript
 
 pytestmark = pytest.mark.integration
 
@@ -29,26 +29,25 @@ async def answer_text(page: Any, index: int = 0) -> str:
     return str(await page.locator(".turn .answer").nth(index).text_content())
 
 
-async def log_text(
-    stack: Stack, cid: str, partition: int, prompt_ids: list[str] | None = None
-) -> dict[str, str]:
-    transcript = await read_transcript(
-        stack.bootstrap,
-        partition,
-        [cid],
-        lambda t: bool(t.answers) and all(a.finished for a in t.answers.values()),
-    )
+async def open_app(browser: Any, gw: GatewayProc, **context_options: Any) -> tuple[Any, Any, str, str]:
+    """A new context and page on a new conversation, once the page is live: (context, page, cid, url)."""
+    cid = unique("c")
+    url = f"{gw.url}/?c={cid}"
+    context = await browser.new_context(**context_options)
+    page = await context.new_page()
+    await page.goto(url)
+    await page.wait_for_selector("#status.live", timeout=20_000)
+    return context, page, cid, url
+
+
+async def log_text(stack: Stack, cid: str, partition: int) -> dict[str, str]:
+    transcript = await read_transcript(stack.bootstrap, partition, [cid], every_answer_finished)
     return {a.started.prompt_text: a.text for a in transcript.answers.values() if a.started is not None}
 
 
 async def _scenarios(stack: Stack, gw: GatewayProc, chromium: str, shots: Path) -> None:
     async with browser_session(chromium) as browser:
-        cid = unique("c")
-        url = f"{gw.url}/?c={cid}"
-        context = await browser.new_context(viewport={"width": 900, "height": 640})
-        page = await context.new_page()
-        await page.goto(url)
-        await page.wait_for_selector("#status.live", timeout=20_000)
+        context, page, cid, url = await open_app(browser, gw, viewport={"width": 900, "height": 640})
 
         # 1. Reload mid-answer: the answer goes on from where it was, exactly once.
         prompt = "Reload me [[tokens=150]] [[rate=40]]"
@@ -122,12 +121,7 @@ def test_the_browser_app_survives_reload_offline_and_a_second_tab(
 
 async def _pending_prompt_survives_a_crash(stack: Stack, gw: GatewayProc, chromium: str, shots: Path) -> None:
     async with browser_session(chromium) as browser:
-        cid = unique("c")
-        url = f"{gw.url}/?c={cid}"
-        context = await browser.new_context(viewport={"width": 900, "height": 640})
-        page = await context.new_page()
-        await page.goto(url)
-        await page.wait_for_selector("#status.live", timeout=20_000)
+        context, page, cid, url = await open_app(browser, gw, viewport={"width": 900, "height": 640})
 
         # The prompt reaches the gateway (and the log) but every acknowledgement is lost on the way
         # back, as on a connection that dies after sending; then the tab crashes.

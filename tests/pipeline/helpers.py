@@ -94,6 +94,11 @@ async def read_transcript(
         await consumer.stop()
 
 
+def every_answer_finished(t: Transcript) -> bool:
+    """At least one answer, and every answer read has its terminal event."""
+    return bool(t.answers) and all(a.finished for a in t.answers.values())
+
+
 def all_finished(prompt_ids: Iterable[str]) -> Any:
     ids = set(prompt_ids)
 
