@@ -70,6 +70,8 @@ class Connection:
         self._wake = asyncio.Event()
         self.on_close: Callable[[Connection], None] | None = None
         """Called once when the connection closes (metrics)."""
+        self.follow_up: asyncio.Task[None] | None = None
+        """A long catch-up still being read (and passed on) after the stream opened."""
 
     def _move(self, to: State) -> None:
         if to not in _NEXT[self.state]:
@@ -101,6 +103,16 @@ class Connection:
             self._queue.append(item)
             self._wake.set()
 
+    def stream(self, entries: list[Entry], first: Control | None = None) -> None:
+        """Caught-up events queued while the catch-up goes on (a long one is passed on as it is
+        read); ``first`` goes ahead of them."""
+        if self.state is not State.CATCHING_UP:
+            return
+        if first is not None:
+            self._queue.append(first)
+        self._queue.extend(entries)
+        self._wake.set()
+
     def take_pending(self) -> list[Entry]:
         pending, self._pending = self._pending, []
         return pending
@@ -122,6 +134,9 @@ class Connection:
         self._move(State.CLOSED)
         self.error = error
         self._pending.clear()
+        task = self.follow_up
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
         if isinstance(error, SlowClient):
             self._queue.clear()  # the client resumes from the last frame it received
         self._wake.set()

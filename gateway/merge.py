@@ -16,6 +16,7 @@ over in silence.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 
 from gateway.entry import Entry
@@ -36,37 +37,77 @@ def merge(
     expected: Sequence[int] | None = None,
 ) -> list[Entry]:
     """Every event after offset ``after``, in order, each once."""
+    merger = Merger(after, splice, expected)
+    out = merger.feed(caught, splice)
     if not complete:
         raise Gap(f"the catch-up read did not reach offset {splice}")
-    out: list[Entry] = []
-    last = after
-    for entry in caught:
-        offset = entry.offset
-        if offset <= after or offset > splice or offset == last:
-            continue  # seen already, live (the buffer has it), or read twice
-        if offset < last:
-            raise Gap(f"catch-up out of order at offset {offset}")
-        out.append(entry)
-        last = offset
-    if expected is not None:
-        wanted = [o for o in expected if after < o <= splice]
-        found = [e.offset for e in out]
-        if found != wanted:
-            missing = sorted(set(wanted) - set(found))[:5]
-            raise Gap(f"catch-up missed offsets {missing} of {len(wanted)} expected")
-    last = max(last, splice)
-    for entry in buffered:
-        if entry.offset <= last:
-            continue  # the client has it (a cursor ahead of this gateway's reader), or a duplicate
-        out.append(entry)
-        last = entry.offset
-    check_sequence(out)
-    return out
+    return out + merger.finish(buffered)
 
 
-def check_sequence(entries: Sequence[Entry]) -> None:
-    """Within the merged events, deltas of one answer attempt follow each other without a hole."""
-    last_seq: dict[tuple[str, int], int] = {}
+class Merger:
+    """``merge`` a stretch at a time, so a long catch-up is passed on as it is read: ``feed``
+    each chunk of the catch-up with the offset it covers, then ``finish`` with the buffered live
+    events. Whatever a call returns is checked as far as it goes (order, each expected offset up to
+    ``through``, seq within an attempt), so nothing is handed out ahead of a hole."""
+
+    def __init__(self, after: int, splice: int, expected: Sequence[int] | None = None) -> None:
+        self.after = after
+        self.splice = splice
+        self.last = after
+        self._expected = expected
+        self._next_expected = bisect_right(expected, after) if expected is not None else 0
+        self._seqs: dict[tuple[str, int], int] = {}
+
+    def feed(self, caught: Iterable[Entry], through: int) -> list[Entry]:
+        """The caught-up events, every offset up to ``through`` having been looked at."""
+        out: list[Entry] = []
+        for entry in caught:
+            offset = entry.offset
+            if offset <= self.after or offset > self.splice or offset == self.last:
+                continue  # seen already, live (the buffer has it), or read twice
+            if offset < self.last:
+                raise Gap(f"catch-up out of order at offset {offset}")
+            out.append(entry)
+            self.last = offset
+        if self._expected is not None:
+            self._check_expected(out, min(through, self.splice))
+        self._check_sequence(out)
+        return out
+
+    def finish(self, buffered: Iterable[Entry]) -> list[Entry]:
+        """The buffered live events that follow the catch-up (which must have reached the splice)."""
+        if self._expected is not None:
+            self._check_expected([], self.splice)
+        out: list[Entry] = []
+        last = max(self.last, self.splice)
+        for entry in buffered:
+            if entry.offset <= last:
+                continue  # the client has it (a cursor ahead of this gateway's reader), or a duplicate
+            out.append(entry)
+            last = entry.offset
+        self.last = last
+        self._check_sequence(out)
+        return out
+
+    def _check_expected(self, found: Sequence[Entry], through: int) -> None:
+        assert self._expected is not None
+        start = self._next_expected
+        stop = bisect_right(self._expected, through, lo=start)
+        wanted = self._expected[start:stop]
+        offsets = [e.offset for e in found]
+        if list(wanted) != offsets:
+            missing = sorted(set(wanted) - set(offsets))[:5]
+            raise Gap(f"catch-up missed offsets {missing} of {len(self._expected)} expected")
+        self._next_expected = stop
+
+    def _check_sequence(self, entries: Sequence[Entry]) -> None:
+        check_sequence(entries, self._seqs)
+
+
+def check_sequence(entries: Sequence[Entry], last_seq: dict[tuple[str, int], int] | None = None) -> None:
+    """Within the merged events, deltas of one answer attempt follow each other without a hole
+    (``last_seq`` carries what earlier stretches ended with)."""
+    last_seq = {} if last_seq is None else last_seq
     for entry in entries:
         event = entry.event
         if isinstance(event, ResponseStarted | ResponseResumed):

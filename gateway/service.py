@@ -16,6 +16,12 @@ Opening a stream (the order matters):
    ``memory``), else by a seek that reads only the conversation's offsets when the hub's index
    knows them (path ``seek``);
 5. merge catch-up and buffered live events (``merge.py``), queue them, go ``live``.
+
+A seek that takes more than one fetch is passed on as it is read: ``open`` returns after the
+first stretch is queued, and a follow-up task queues each later stretch (each checked for order,
+expected offsets and seq before it is queued, so nothing goes out ahead of a hole), then the
+buffered live events, then goes ``live``. The client's first missed event therefore waits for one
+fetch, however much unrelated traffic lies between the rest.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
@@ -45,7 +51,7 @@ from gateway.errors import (
 )
 from gateway.hub import Hub, HubLimits
 from gateway.limits import ConnectionCounter, RateLimiter
-from gateway.merge import Gap, merge
+from gateway.merge import Gap, Merger
 from gateway.metrics import GatewayMetrics
 from gateway.models import Accepted, CancelBody, PromptBody
 from gateway.ownership import Owners
@@ -61,6 +67,19 @@ from schemas.errors import CursorError
 from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Stretch:
+    """Caught-up events, every offset up to ``through`` looked at; ``last``: nothing follows."""
+
+    entries: list[Entry]
+    through: int
+    last: bool
+
+
+async def _once(entries: list[Entry], splice: int) -> AsyncGenerator[Stretch, None]:
+    yield Stretch(entries, splice, True)
 
 
 class Resync(Exception):
@@ -135,6 +154,7 @@ class Gateway:
         self._catchup = CatchUp(
             s.bootstrap_servers, size=s.catchup_consumers, timeout_s=s.catchup_timeout_s, partitions=served
         )
+        await self._catchup.warm()
         self._snapshots = Snapshots(
             sessions_url=s.sessions_url,
             timeout_s=s.sessions_timeout_s,
@@ -317,18 +337,66 @@ class Gateway:
                     after = check(position, epoch=self.epoch, partition=partition).last_offset
                 except CursorError as exc:
                     raise Resync(exc.reason, str(exc)) from exc
-            entries, expected, read_path = await self._catch_up(cid, partition, after, splice)
+            expected, read_path, chunks = await self._catch_up(cid, partition, after, splice)
             if position is not None:
                 path = read_path
-            merged = merge(after, splice, entries, conn.take_pending(), expected=expected)
+            merger = Merger(after, splice, expected)
+            handed_on = False
+            try:
+                first = await anext(chunks)
+                head = merger.feed(first.entries, first.through)
+                if not first.last:  # a long catch-up: pass on what is read as it is read
+                    conn.stream(head, greeting(path) if greeting is not None else None)
+                    conn.follow_up = asyncio.create_task(self._follow_up(conn, merger, chunks, path, started))
+                    handed_on = True
+                    return Opened(path, len(head))
+            finally:
+                if not handed_on:
+                    await chunks.aclose()
+            merged = head + merger.finish(conn.take_pending())
         except (Resync, Gap) as exc:
             reason = exc.reason if isinstance(exc, Resync) else "gap"
             merged = await self._resync(conn, reason, str(exc), splice)
             path = "resync"
         conn.go_live(merged, greeting(path) if greeting is not None else None)
+        self._opened(path, started)
+        return Opened(path, len(merged))
+
+    def _opened(self, path: str, started: float) -> None:
         self.metrics.resumes.labels(path).inc()
         self.metrics.resume_seconds.labels(path).observe(time.perf_counter() - started)
-        return Opened(path, len(merged))
+
+    async def _follow_up(
+        self,
+        conn: Connection,
+        merger: Merger,
+        chunks: AsyncGenerator[Stretch, None],
+        path: str,
+        started: float,
+    ) -> None:
+        """The rest of a long catch-up, after ``open`` returned: each stretch queued as it is read
+        (checked as far as it goes), then the buffered live events, then live. A gap found on the
+        way is answered with a resync, as in ``open``; an error ends the stream."""
+        try:
+            try:
+                async with contextlib.aclosing(chunks):
+                    async for chunk in chunks:
+                        conn.stream(merger.feed(chunk.entries, chunk.through))
+                        await asyncio.sleep(0)  # let the writer send what is queued
+                merged = merger.finish(conn.take_pending())
+            except (Resync, Gap) as exc:
+                reason = exc.reason if isinstance(exc, Resync) else "gap"
+                merged = await self._resync(conn, reason, str(exc), merger.splice)
+                path = "resync"
+        except GatewayError as exc:
+            conn.close(exc)
+            return
+        except Exception as exc:  # the stream ends with an error, the gateway keeps serving
+            log.exception("catch-up of a %s stream failed", conn.transport)
+            conn.close(Unavailable(f"catch-up failed: {exc!r}; resume from your cursor"))
+            return
+        conn.go_live(merged)
+        self._opened(path, started)
 
     @property
     def _catchup_pool(self) -> CatchUp:
@@ -356,36 +424,52 @@ class Gateway:
         )
         after = snap.cursor.last_offset
         try:
-            entries, expected, _ = await self._catch_up(conn.conversation_id, conn.partition, after, splice)
-            return merge(after, splice, entries, conn.take_pending(), expected=expected)
+            expected, _, chunks = await self._catch_up(conn.conversation_id, conn.partition, after, splice)
+            merger = Merger(after, splice, expected)
+            merged: list[Entry] = []
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    merged += merger.feed(chunk.entries, chunk.through)
+            return merged + merger.finish(conn.take_pending())
         except (Resync, Gap) as exc:  # even the fresh snapshot cannot be spliced: let the client retry
             raise Unavailable(f"cannot resume from a fresh snapshot either ({exc}); retry") from exc
 
     async def _catch_up(
         self, cid: str, partition: int, after: int, splice: int
-    ) -> tuple[list[Entry], list[int] | None, str]:
-        """The conversation's events in ``(after, splice]``, the offsets expected, and the path."""
+    ) -> tuple[list[int] | None, str, AsyncGenerator[Stretch, None]]:
+        """The offsets expected in ``(after, splice]``, the path, and the conversation's events
+        there as stretches (one from memory; one per fetch from the log)."""
         if after > splice:
             _, end = await self._catchup_pool.bounds(partition)
             if after >= end:
                 raise Resync("unknown_position", f"offset {after} is beyond the end of the log ({end})")
-            return [], None, "memory"  # the client is ahead of this gateway's reader
+            return None, "memory", _once([], splice)  # the client is ahead of this gateway's reader
         memory = self.hub.from_memory(cid, partition, after, splice)
         if memory is not None:
-            return memory, None, "memory"
+            return None, "memory", _once(memory, splice)
         expected = self.hub.offsets(cid, partition, after, splice)
-        try:
-            read = await self._catchup_pool.read(partition, cid.encode(), after + 1, splice, expected)
-        except BeyondRetention as exc:
-            raise Resync("beyond_retention", str(exc)) from exc
-        if not read.complete:
-            raise Gap("catch-up incomplete")
-        entries = [
-            e
-            for offset, value in read.records
-            if (e := make_entry(value, epoch=self.epoch, partition=partition, offset=offset)) is not None
-        ]
-        return entries, expected, "seek"
+        return expected, "seek", self._read(cid, partition, after, splice, expected)
+
+    async def _read(
+        self, cid: str, partition: int, after: int, splice: int, expected: list[int] | None
+    ) -> AsyncGenerator[Stretch, None]:
+        chunks = self._catchup_pool.chunks(partition, cid.encode(), after + 1, splice, expected)
+        async with contextlib.aclosing(chunks):
+            done = False
+            try:
+                async for chunk in chunks:
+                    done = chunk.last
+                    entries = [
+                        e
+                        for offset, value in chunk.records
+                        if (e := make_entry(value, epoch=self.epoch, partition=partition, offset=offset))
+                        is not None
+                    ]
+                    yield Stretch(entries, chunk.through, chunk.last)
+            except BeyondRetention as exc:
+                raise Resync("beyond_retention", str(exc)) from exc
+        if not done:
+            yield Stretch([], splice, True)  # an empty range (nothing was read)
 
     def check_entry_owner(self, conn: Connection, entry: Entry) -> None:
         """Before the first event reaches a stream whose owner was unknown: it must be the user's."""

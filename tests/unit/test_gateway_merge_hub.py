@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from gateway.catchup import JUMP, MAX_TAKE, plan
 from gateway.connection import Connection, Control, State
 from gateway.entry import Entry, entry_of
 from gateway.errors import SlowClient
 from gateway.hub import Hub, HubLimits
-from gateway.merge import Gap, merge
+from gateway.merge import Gap, Merger, merge
 from schemas.records import ResponseResumed, ResponseStarted, ResumeMode, TokenDelta
 
 CID = "conv-1"
@@ -74,6 +77,58 @@ def test_merge_reports_an_incomplete_read_and_a_seq_hole_as_gaps() -> None:
         merge(1, 9, [delta(3, 0), delta(4, 1)], [delta(10, 3)])
     with pytest.raises(Gap, match="out of order"):
         merge(1, 9, [delta(5, 0), delta(3, 1)], [])
+
+
+@given(
+    st.lists(st.integers(2, 60), min_size=1, max_size=30, unique=True).map(sorted),
+    st.lists(st.integers(1, 60), max_size=6).map(sorted),
+    st.data(),
+)
+def test_a_catch_up_merged_stretch_by_stretch_equals_the_whole_merge_or_stops_before_a_hole(
+    wanted: list[int], cuts: list[int], data: st.DataObject
+) -> None:
+    """Passing a long catch-up on as it is read hands out exactly what the one-shot merge would,
+    and when the read lost an expected offset nothing at or after that offset has gone out."""
+    lost = data.draw(st.sampled_from([None, *wanted]))
+    caught = [delta(o, i) for i, o in enumerate(wanted) if o != lost]
+    merger = Merger(1, 60, wanted)
+    handed: list[Entry] = []
+    with_hole = False
+    try:
+        start = 0
+        for through in [*cuts, 60]:
+            stretch = [e for e in caught[start:] if e.offset <= through]
+            start += len(stretch)
+            handed += merger.feed(stretch, through)
+        handed += merger.finish([delta(70, len(wanted))])
+    except Gap:
+        with_hole = True
+    if lost is None:
+        assert not with_hole
+        assert offsets(handed) == [*wanted, 70]
+        assert offsets(handed) == offsets(merge(1, 60, caught, [delta(70, len(wanted))], expected=wanted))
+    else:
+        assert with_hole
+        assert all(o < lost for o in offsets(handed))
+
+
+@pytest.mark.parametrize(
+    ("targets", "index", "position", "seek", "take"),
+    [
+        # close together: read through from where the consumer is, up to the last of the run
+        ([10, 20, 30], 0, 5, None, 26),
+        # the next target far ahead: seek to it and take just it
+        ([10, 11 + JUMP + 1], 1, 11, 11 + JUMP + 1, 1),
+        # a run of close targets after a seek ends where the next gap is too wide
+        ([5000, 5100, 5200, 9000], 0, 0, 5000, 201),
+        # a run longer than one take is taken in parts
+        (list(range(0, 3 * MAX_TAKE, 2)), 0, 0, None, MAX_TAKE),
+    ],
+)
+def test_a_targeted_read_seeks_over_wide_gaps_and_takes_only_up_to_the_last_wanted_offset(
+    targets: list[int], index: int, position: int, seek: int | None, take: int
+) -> None:
+    assert plan(targets, index, position) == (seek, take)
 
 
 def test_merge_accepts_a_takeover_that_restarts_or_continues_the_seq() -> None:
