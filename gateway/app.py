@@ -29,7 +29,7 @@ from gateway.aisdk import HEADERS as AISDK_HEADERS
 from gateway.aisdk import AnswerStream, last_user_prompt
 from gateway.aisdk import part as aisdk_part
 from gateway.auth import Identity, TokenService, bearer
-from gateway.connection import Connection, Control
+from gateway.connection import Connection, Control, Item
 from gateway.entry import Entry
 from gateway.errors import (
     GatewayError,
@@ -279,6 +279,7 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
                         chunk.append(sse_event(item.json, event=item.kind, id=item.cursor))
                 yield b"".join(chunk)
                 delivered.inc(len(chunk))
+                del items, item, chunk  # an idle stream holds no frame it already sent
             if conn.error is not None:
                 yield sse_event(orjson.dumps(conn.error.body()), event="error")
         except GatewayError as exc:
@@ -317,7 +318,8 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
         try:
             while True:
                 try:
-                    message = await asyncio.wait_for(ws.receive(), timeout=None if writer else 30.0)
+                    async with asyncio.timeout(None if writer else 30.0):  # no extra task per socket
+                        message = await ws.receive()
                 except TimeoutError:
                     raise InvalidFrame("no subscribe frame within 30 s") from None
                 if message["type"] == "websocket.disconnect":
@@ -394,6 +396,18 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
             accepted = await gw.cancel(conn.conversation_id, identity, frame["body"])
         return control_json("ack", ref=ref, command=kind, **accepted.model_dump())
 
+    async def ws_write(ws: WebSocket, conn: Connection, items: list[Item]) -> tuple[int, str] | None:
+        """One batch (its own frame, so an idle socket's writer holds no frame it already sent)."""
+        for item in items:
+            if isinstance(item, Entry):
+                try:
+                    gw.check_entry_owner(conn, item)
+                except GatewayError as exc:
+                    await ws_send(ws, control_json("error", **exc.body()["error"]))
+                    return exc.close_code, exc.code
+            await ws_send(ws, item.json)
+        return None
+
     async def ws_writer(ws: WebSocket, conn: Connection, identity: Identity) -> tuple[int, str] | None:
         delivered = gw.metrics.delivered.labels("ws")
         while True:
@@ -403,15 +417,11 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
             if time.time() >= identity.expires_at:
                 conn.close(Unauthorized("token expired", reason="expired"))
                 continue
-            for item in items:
-                if isinstance(item, Entry):
-                    try:
-                        gw.check_entry_owner(conn, item)
-                    except GatewayError as exc:
-                        await ws_send(ws, control_json("error", **exc.body()["error"]))
-                        return exc.close_code, exc.code
-                await ws_send(ws, item.json)
+            refused = await ws_write(ws, conn, items)
+            if refused is not None:
+                return refused
             delivered.inc(len(items))
+            del items
         error = conn.error
         if error is None:
             return None

@@ -55,6 +55,22 @@ Item = Entry | Control
 
 
 class Connection:
+    __slots__ = (
+        "_pending",
+        "_queue",
+        "_waiter",
+        "cap",
+        "conversation_id",
+        "error",
+        "follow_up",
+        "on_close",
+        "partition",
+        "state",
+        "transport",
+        "user_id",
+        "verified_owner",
+    )
+
     def __init__(self, conversation_id: str, partition: int, user_id: str, transport: str, cap: int) -> None:
         self.conversation_id = conversation_id
         self.partition = partition
@@ -67,11 +83,17 @@ class Connection:
         self.verified_owner = False
         self._pending: list[Entry] = []
         self._queue: deque[Item] = deque()
-        self._wake = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
+        """The writer waiting for frames (a bare future: an ``asyncio.Event`` per stream costs more)."""
         self.on_close: Callable[[Connection], None] | None = None
         """Called once when the connection closes (metrics)."""
         self.follow_up: asyncio.Task[None] | None = None
         """A long catch-up still being read (and passed on) after the stream opened."""
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _move(self, to: State) -> None:
         if to not in _NEXT[self.state]:
@@ -90,7 +112,7 @@ class Connection:
                 self.close(SlowClient(f"more than {self.cap} frames behind; resume from your cursor"))
                 return
             self._queue.append(entry)
-            self._wake.set()
+            self._wake()
 
     # ------------------------------------------------------------------ resume side
 
@@ -101,7 +123,7 @@ class Connection:
         """A frame ahead of everything else queued (snapshot, resync) while catching up."""
         if self.state is not State.CLOSED:
             self._queue.append(item)
-            self._wake.set()
+            self._wake()
 
     def stream(self, entries: list[Entry], first: Control | None = None) -> None:
         """Caught-up events queued while the catch-up goes on (a long one is passed on as it is
@@ -111,7 +133,7 @@ class Connection:
         if first is not None:
             self._queue.append(first)
         self._queue.extend(entries)
-        self._wake.set()
+        self._wake()
 
     def take_pending(self) -> list[Entry]:
         pending, self._pending = self._pending, []
@@ -126,7 +148,7 @@ class Connection:
         if first is not None:
             self._queue.appendleft(first)
         self._queue.extend(entries)
-        self._wake.set()
+        self._wake()
 
     def close(self, error: GatewayError | None = None) -> None:
         if self.state is State.CLOSED:
@@ -139,7 +161,7 @@ class Connection:
             task.cancel()
         if isinstance(error, SlowClient):
             self._queue.clear()  # the client resumes from the last frame it received
-        self._wake.set()
+        self._wake()
         if self.on_close is not None:
             self.on_close(self)
 
@@ -164,11 +186,14 @@ class Connection:
         if not self._queue:
             if self.state is State.CLOSED:
                 return None
-            self._wake.clear()
+            self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout_s)
+                async with asyncio.timeout(timeout_s):  # not wait_for: no extra task per idle stream
+                    await self._waiter
             except TimeoutError:
                 return []
+            finally:
+                self._waiter = None
             if not self._queue:
                 return None if self.closed else []
         queue = self._queue

@@ -38,7 +38,7 @@ class Subscriber(Protocol):
         ...
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Conversation:
     conversation_id: str
     partition: int
