@@ -9,6 +9,7 @@ index the reads follow the missed events, not the partition's size: the time sho
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Sequence
@@ -72,6 +73,29 @@ async def interleave(
         await producer.stop()
 
 
+async def caught_up(http: httpx.AsyncClient, url: str, timeout_s: float = 180.0) -> None:
+    """Until the gateway's tail reader reports no lag on any partition in two readings of its
+    metrics more than a second apart (its probe of the log's end runs every second)."""
+    deadline = time.monotonic() + timeout_s
+    clean_since: float | None = None
+    while time.monotonic() < deadline:
+        text = (await http.get(f"{url}/metrics")).text
+        lags = [
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("tokenlog_gateway_reader_lag{")
+        ]
+        now = time.monotonic()
+        if lags and max(lags) <= 0:
+            clean_since = clean_since or now
+            if now - clean_since > 1.1:
+                return
+        else:
+            clean_since = None
+        await asyncio.sleep(0.25)
+    raise TimeoutError("the gateway's reader did not catch up")
+
+
 async def measure(
     bootstrap: str,
     url: str,
@@ -90,6 +114,7 @@ async def measure(
             began = time.perf_counter()
             partition, start = await interleave(bootstrap, cid, missed, other, batches)
             written_s = time.perf_counter() - began
+            await caught_up(http, url)  # measure resumes, not the gateway digesting the burst
             cursor = Cursor(epoch, partition, start).format()  # everything after the start is missed
             for transport in ("ws", "sse"):
                 firsts, alls = [], []

@@ -38,13 +38,18 @@ class Subscriber(Protocol):
         ...
 
 
+_NO_ENTRIES: deque[Entry] = deque()
+
+
 @dataclass(eq=False, slots=True)
 class Conversation:
     conversation_id: str
     partition: int
     covered_from: int
     index_from: int
-    entries: deque[Entry] = field(default_factory=deque)
+    entries: deque[Entry] = field(default_factory=lambda: _NO_ENTRIES)
+    """Shared and empty until the first event (a deque costs 600 bytes; idle streams follow
+    conversations that may never be written); only ``Hub.publish`` appends, and replaces it first."""
     index: array[int] = field(default_factory=lambda: array("q"))
     subscribers: set[Subscriber] = field(default_factory=set)
 
@@ -90,6 +95,8 @@ class Hub:
         self.position[partition] = entry.offset
         self.published += 1
         conv = self._conversation(conversation_id, partition)
+        if conv.entries is _NO_ENTRIES:
+            conv.entries = deque()
         conv.entries.append(entry)
         conv.index.append(entry.offset)
         self.window_total += 1
