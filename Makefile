@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt 2>/dev/null | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test lint typecheck kafka-up kafka-down kafka-status kafka-logs topics schemas-check bench bench-quick lock clean
+.PHONY: help setup run test lint typecheck kafka-up kafka-down kafka-status kafka-logs topics schemas-check bench bench-quick chaos soak lock clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -65,6 +65,13 @@ bench: setup ## the benchmark suite (bench/results/latest/: summary.md, results.
 
 bench-quick: setup ## a one-minute run of the benchmark suite (bench/results/quick/); CI runs it
 	$(BIN)/python -m bench.suite --quick
+
+chaos: setup ## the chaos scenarios at full size (3 runs each, more clients); make test runs one short run of each
+	TOKENLOG_CHAOS=full $(BIN)/python -m pytest tests/chaos $(PYTEST_ARGS)
+
+MINUTES ?= 30
+soak: setup ## steady load with random disconnects for MINUTES (default 30); fails on a leak or a lost/doubled event
+	$(BIN)/python -m tests.chaos.soak --minutes $(MINUTES) --out soak-results
 
 lock: ## re-resolve dependencies within pyproject's ranges and write constraints.txt
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv

@@ -158,11 +158,12 @@ def start_sessions(
     *,
     data_dir: str,
     env: Mapping[str, str] | None = None,
+    port: int = 0,
 ) -> tuple[ManagedProcess, str]:
     """The session-state app as a real process; (process, base URL), ready once recovered."""
     from infra.process import free_port
 
-    port = free_port()
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     proc = services.start(
         name,

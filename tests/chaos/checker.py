@@ -1,0 +1,163 @@
+"""The chaos suite's judge: what the log holds against what each client received.
+
+Pure: the log side is a conversation's events in offset order (``LogSide``, with the replay
+verifier's findings, so writes of a fenced worker are known by offset); the client side is the
+frames one follower received, in order, across all its reconnects. ``check`` reports, per client
+and per answer:
+
+- ``lost``: an event of the log after the client's start that it never received;
+- ``gap``: a lost event the client received later events after (a hole, not a missing tail);
+- ``duplicated``: an event (offset) received twice;
+- ``reordered``: an event received after a later one of the log;
+- ``text_mismatch``: an answer whose text or status, folded by the reader rule from what the
+  client received, differs from the log's;
+- ``terminal_missing`` / ``terminal_doubled``: a finished answer's terminal event not received,
+  or more than one terminal event (of writers not fenced) received for an answer;
+- ``fenced``: an event of a fenced writer (the replay verifier's ``fenced``) that the client's
+  fold accepted;
+- ``unknown``: an event frame whose offset the log does not hold for the conversation;
+- ``resync``: the gateway replaced the client's state with a snapshot. In these scenarios every
+  cursor stays valid, so a resync is counted as a failure too.
+
+A scenario passes only when every count is zero.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.wire import is_event, record_of
+from pipeline.replay.verify import AnswerAudit, Kind
+from schemas.answers import AnswerFold, Verdict
+from schemas.cursor import Cursor, parse
+from schemas.records import ResponseCancelled, ResponseCompleted, ResponseFailed, TokenEvent
+
+KINDS = (
+    "lost",
+    "gap",
+    "duplicated",
+    "reordered",
+    "text_mismatch",
+    "terminal_missing",
+    "terminal_doubled",
+    "fenced",
+    "unknown",
+    "resync",
+)
+TERMINAL = (ResponseCompleted, ResponseFailed, ResponseCancelled)
+
+
+@dataclass
+class Tally:
+    """Counts of each kind of violation, plus how much was checked."""
+
+    events_checked: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+    details: list[str] = field(default_factory=list)
+
+    def add(self, kind: str, detail: str, n: int = 1) -> None:
+        assert kind in KINDS, kind
+        self.counts[kind] += n
+        if len(self.details) < 50:
+            self.details.append(f"{kind}: {detail}")
+
+    def merge(self, other: Tally) -> None:
+        self.events_checked += other.events_checked
+        self.counts.update(other.counts)
+        self.details.extend(other.details[: max(0, 50 - len(self.details))])
+
+    @property
+    def clean(self) -> bool:
+        return not any(self.counts.values())
+
+    def row(self) -> dict[str, int]:
+        return {"events_checked": self.events_checked, **{k: self.counts[k] for k in KINDS}}
+
+
+@dataclass
+class LogSide:
+    """One conversation as the log holds it."""
+
+    events: list[tuple[int, TokenEvent]]
+    """(offset, event) in offset order."""
+    fenced: frozenset[int] = frozenset()
+    """Offsets the replay verifier found written by a fenced worker."""
+    answers: dict[str, AnswerFold] = field(default_factory=dict)
+    """Each answer folded by the reader rule."""
+
+    @classmethod
+    def of(cls, events: Iterable[tuple[int, TokenEvent]], partition: int = 0) -> LogSide:
+        ordered = sorted(events, key=lambda pair: pair[0])
+        audits: dict[str, AnswerAudit] = {}
+        folds: dict[str, AnswerFold] = {}
+        for offset, event in ordered:
+            rid = event.response_id
+            audits.setdefault(rid, AnswerAudit(rid, partition)).feed(offset, event)
+            folds.setdefault(rid, AnswerFold(rid)).apply(event)
+        fenced = {f.offset for audit in audits.values() for f in audit.close() if f.kind is Kind.FENCED}
+        return cls(ordered, frozenset(fenced), folds)
+
+
+def offset_of(frame: dict[str, Any]) -> int:
+    position = parse(frame["cursor"])
+    assert isinstance(position, Cursor)
+    return position.last_offset
+
+
+def check(log: LogSide, frames: Sequence[dict[str, Any]], *, after: int, name: str = "client") -> Tally:
+    """One client that followed the conversation from offset ``after`` until the end of the log."""
+    tally = Tally()
+    in_log = dict(log.events)
+    wanted = [offset for offset, _ in log.events if offset > after]
+    received: list[int] = []
+    seen: set[int] = set()
+    newest = after
+    folds: dict[str, AnswerFold] = {}
+    terminals: Counter[str] = Counter()
+    for frame in frames:
+        kind = frame.get("type")
+        if kind in ("resync", "snapshot"):
+            tally.add("resync", f"{name} got a {kind} ({frame.get('reason', '')})")
+            continue
+        if not is_event(frame):
+            continue
+        offset = offset_of(frame)
+        if offset not in in_log or offset <= after:
+            tally.add("unknown", f"{name} received offset {offset}, not an event of the log after {after}")
+            continue
+        if offset in seen:
+            tally.add("duplicated", f"{name} received offset {offset} again")
+            continue
+        if offset < newest:
+            tally.add("reordered", f"{name} received offset {offset} after {newest}")
+        seen.add(offset)
+        received.append(offset)
+        newest = max(newest, offset)
+        event = record_of(frame)
+        verdict = folds.setdefault(event.response_id, AnswerFold(event.response_id)).apply(event)
+        if offset in log.fenced and verdict is Verdict.ACCEPTED:
+            tally.add("fenced", f"{name} applied the fenced write at offset {offset}")
+        if isinstance(event, TERMINAL) and offset not in log.fenced:
+            terminals[event.response_id] += 1
+    tally.events_checked = len(wanted)
+    last_received = max(received, default=after)
+    for offset in wanted:
+        if offset not in seen:
+            tally.add("lost", f"{name} never received offset {offset}")
+            if offset < last_received:
+                tally.add("gap", f"{name} received later events but not offset {offset}")
+    for rid, answer in log.answers.items():
+        if not any(o > after and e.response_id == rid for o, e in log.events):
+            continue  # the answer ended before the client's start
+        mine = folds.get(rid)
+        if mine is None or mine.text != answer.text or mine.status != answer.status:
+            got = "nothing" if mine is None else f"{mine.status} {len(mine.text)} chars"
+            tally.add("text_mismatch", f"{name}, answer {rid}: {got}, log {answer.status} {len(answer.text)}")
+        if answer.finished and terminals[rid] == 0:
+            tally.add("terminal_missing", f"{name}, answer {rid}: no terminal event")
+        if terminals[rid] > 1:
+            tally.add("terminal_doubled", f"{name}, answer {rid}: {terminals[rid]} terminal events")
+    return tally

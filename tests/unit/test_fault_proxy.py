@@ -1,0 +1,109 @@
+"""The fault proxy forwards bytes both ways and obeys each fault (loopback echo server)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.chaos.proxy import FaultProxy
+
+
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[FaultProxy]:
+    server = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with FaultProxy("127.0.0.1", port) as p:
+        yield p
+    server.close()
+
+
+async def connect(proxy: FaultProxy) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", proxy.port)
+
+
+async def roundtrip(
+    r: asyncio.StreamReader, w: asyncio.StreamWriter, data: bytes, within_s: float = 2
+) -> bytes:
+    w.write(data)
+    await w.drain()
+    return await asyncio.wait_for(r.readexactly(len(data)), within_s)
+
+
+async def test_bytes_go_both_ways(proxy: FaultProxy) -> None:
+    r, w = await connect(proxy)
+    assert await roundtrip(r, w, b"hello" * 1000) == b"hello" * 1000
+    assert proxy.open_links == 1
+    w.close()
+
+
+async def test_cut_closes_open_connections_and_new_ones_still_work(proxy: FaultProxy) -> None:
+    r, w = await connect(proxy)
+    await roundtrip(r, w, b"x")
+    assert proxy.cut() == 1
+    assert await asyncio.wait_for(r.read(), 2) == b""  # closed under the client
+    w.close()
+    r2, w2 = await connect(proxy)
+    assert await roundtrip(r2, w2, b"again") == b"again"
+    w2.close()
+
+
+async def test_stall_holds_bytes_until_released_and_blackhole_discards_them(proxy: FaultProxy) -> None:
+    r, w = await connect(proxy)
+    await roundtrip(r, w, b"warm")
+    proxy.stall(True)
+    w.write(b"held")
+    await w.drain()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(r.readexactly(4), 0.3)
+    proxy.stall(False)
+    assert await asyncio.wait_for(r.readexactly(4), 2) == b"held"
+    proxy.blackhole(True)
+    w.write(b"gone")
+    await w.drain()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(r.readexactly(4), 0.3)
+    proxy.blackhole(False)
+    assert await roundtrip(r, w, b"back") == b"back"
+    w.close()
+
+
+async def test_delay_and_throttle_slow_the_bytes_down(proxy: FaultProxy) -> None:
+    r, w = await connect(proxy)
+    proxy.delay(0.2)
+    began = time.monotonic()
+    await roundtrip(r, w, b"slow")
+    assert time.monotonic() - began >= 0.4  # delayed each way
+    proxy.delay(0)
+    proxy.throttle(100_000)
+    began = time.monotonic()
+    await roundtrip(r, w, b"z" * 20_000, within_s=5)
+    assert time.monotonic() - began >= 0.3  # 20 kB each way at 100 kB/s
+    w.close()
+
+
+async def test_refuse_and_retarget(proxy: FaultProxy) -> None:
+    proxy.refuse(True)
+    r, w = await connect(proxy)
+    assert await asyncio.wait_for(r.read(), 2) == b""
+    w.close()
+    proxy.refuse(False)
+    other = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    proxy.retarget("127.0.0.1", other.sockets[0].getsockname()[1])
+    r, w = await connect(proxy)
+    assert await roundtrip(r, w, b"elsewhere") == b"elsewhere"
+    w.close()
+    other.close()
