@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt 2>/dev/null | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test lint typecheck kafka-up kafka-down kafka-status kafka-logs topics schemas-check bench bench-quick chaos soak lock clean
+.PHONY: help setup run test lint typecheck kafka-up kafka-down kafka-status kafka-logs kafka-cluster topics schemas-check bench bench-quick chaos soak lock clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +48,10 @@ kafka-status: setup ## is the local broker running and answering?
 
 kafka-logs: setup ## tail the local broker's log
 	$(BIN)/python -m infra.broker logs
+
+NODES ?= 3
+kafka-cluster: setup ## an ephemeral cluster of NODES (default 3) brokers in the foreground, replication NODES; Ctrl-C ends it
+	$(BIN)/python -m infra.broker cluster --nodes $(NODES)
 
 topics: setup ## list the topics on the broker with their partitions and configs
 	$(BIN)/python -m infra.topics list

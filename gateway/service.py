@@ -348,6 +348,7 @@ class Gateway:
                 if not first.last:  # a long catch-up: pass on what is read as it is read
                     conn.stream(head, greeting(path) if greeting is not None else None)
                     conn.follow_up = asyncio.create_task(self._follow_up(conn, merger, chunks, path, started))
+                    self.metrics.resumes.labels(path).inc()  # counted as it opens; timed when it ends
                     handed_on = True
                     return Opened(path, len(head))
             finally:
@@ -388,6 +389,7 @@ class Gateway:
                 reason = exc.reason if isinstance(exc, Resync) else "gap"
                 merged = await self._resync(conn, reason, str(exc), merger.splice)
                 path = "resync"
+                self.metrics.resumes.labels(path).inc()
         except GatewayError as exc:
             conn.close(exc)
             return
@@ -396,7 +398,7 @@ class Gateway:
             conn.close(Unavailable(f"catch-up failed: {exc!r}; resume from your cursor"))
             return
         conn.go_live(merged)
-        self._opened(path, started)
+        self.metrics.resume_seconds.labels(path).observe(time.perf_counter() - started)
 
     @property
     def _catchup_pool(self) -> CatchUp:

@@ -33,11 +33,11 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.errors import BrokerError, BrokerUnreachableError
-from infra.process import ManagedProcess, read_pid, tail
+from infra.process import ManagedProcess, free_port, read_pid, tail
 from infra.settings import REPO_ROOT, BrokerSettings, InfraSettings
 
 KAFKA_DIR = REPO_ROOT / "infra" / "kafka"
@@ -58,32 +58,43 @@ def new_cluster_id() -> str:
             return cid
 
 
-def server_properties(settings: BrokerSettings, data_dir: Path, node_id: int = 1) -> dict[str, str]:
-    """``server.properties`` of a combined broker+controller node on loopback."""
+def server_properties(
+    settings: BrokerSettings, data_dir: Path, node_id: int = 1, voters: str | None = None, replicas: int = 1
+) -> dict[str, str]:
+    """``server.properties`` of a combined broker+controller node on loopback: alone (its own
+    quorum), or one of a cluster (``voters``: every node's ``id@host:controller_port``; internal
+    topics with ``replicas`` copies and ``replicas - 1`` in sync)."""
+    in_sync = str(max(1, replicas - 1))
+    listeners = f"PLAINTEXT://127.0.0.1:{settings.port},CONTROLLER://127.0.0.1:{settings.controller_port}"
+    advertised = f"PLAINTEXT://127.0.0.1:{settings.port}"
+    protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    if settings.proxied is not None:
+        bound, shown = settings.proxied
+        listeners += f",PROXIED://127.0.0.1:{bound}"
+        advertised += f",PROXIED://127.0.0.1:{shown}"
+        protocols += ",PROXIED:PLAINTEXT"
     return {
         "process.roles": "broker,controller",
         "node.id": str(node_id),
-        "controller.quorum.voters": f"{node_id}@127.0.0.1:{settings.controller_port}",
-        "listeners": (
-            f"PLAINTEXT://127.0.0.1:{settings.port},CONTROLLER://127.0.0.1:{settings.controller_port}"
-        ),
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{settings.port}",
+        "controller.quorum.voters": voters or f"{node_id}@127.0.0.1:{settings.controller_port}",
+        "listeners": listeners,
+        "advertised.listeners": advertised,
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": protocols,
         "log.dirs": str(data_dir),
         "auto.create.topics.enable": str(settings.auto_create_topics).lower(),
         "num.partitions": "1",
         # One node: every internal topic with one replica, or groups and transactions hang.
-        "offsets.topic.replication.factor": "1",
+        "offsets.topic.replication.factor": str(replicas),
         "offsets.topic.num.partitions": "10",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": in_sync,
         "transaction.state.log.num.partitions": "10",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
-        "default.replication.factor": "1",
-        "min.insync.replicas": "1",
+        "share.coordinator.state.topic.replication.factor": str(replicas),
+        "share.coordinator.state.topic.min.isr": in_sync,
+        "default.replication.factor": str(replicas),
+        "min.insync.replicas": in_sync,
         # Tests and demos join groups constantly: no 3 s wait for more members.
         "group.initial.rebalance.delay.ms": "0",
         # The cleaner's dedupe buffer defaults to 128 MiB on heap; compaction of small
@@ -238,6 +249,10 @@ class LocalBroker:
     settings: BrokerSettings
     _proc: ManagedProcess | None = None
     """The process this object started (kept so it is reaped when it stops)."""
+    node_id: int = 1
+    voters: str | None = None
+    """Set for a node of a ``LocalCluster``: the quorum's voters."""
+    replicas: int = 1
 
     @property
     def home(self) -> Path:
@@ -347,7 +362,8 @@ class LocalBroker:
         cp = classpath(self.settings.cache_dir)
         for sub in ("logs", "data"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
-        self.properties_path.write_text(render_properties(server_properties(self.settings, self.data_dir)))
+        props = server_properties(self.settings, self.data_dir, self.node_id, self.voters, self.replicas)
+        self.properties_path.write_text(render_properties(props))
         self.format_storage(cp)
         archive, dump = self._cds(cp)
         argv = [
@@ -383,6 +399,63 @@ class LocalBroker:
         self._proc = None
 
 
+@dataclass
+class LocalCluster:
+    """``size`` combined broker+controller nodes on loopback forming one KRaft quorum, each in
+    ``home/node-N`` on ports of its own; internal topics replicated ``size`` times with
+    ``size - 1`` in sync. The same code as the single broker, so the system runs unchanged on it."""
+
+    home: Path
+    size: int = 3
+    heap: str = "384m"
+    nodes: list[LocalBroker] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.nodes:
+            return
+        ports = [(free_port(), free_port()) for _ in range(self.size)]
+        voters = ",".join(f"{i + 1}@127.0.0.1:{c}" for i, (_, c) in enumerate(ports))
+        cluster_id = new_cluster_id()
+        for i, (port, controller) in enumerate(ports):
+            home = self.home / f"node-{i + 1}"
+            home.mkdir(parents=True, exist_ok=True)
+            (home / "cluster.id").write_text(cluster_id + "\n")
+            settings = BrokerSettings(
+                home=home, port=port, controller_port=controller, heap=self.heap, start_timeout_s=180
+            )
+            self.nodes.append(LocalBroker(settings, node_id=i + 1, voters=voters, replicas=self.size))
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    def node(self, node_id: int) -> LocalBroker:
+        return self.nodes[node_id - 1]
+
+    def start(self) -> None:
+        """Every node at once (a quorum needs a majority up), then until all of them answer."""
+        for node in self.nodes:
+            node.start(wait=False)
+        try:
+            for node in self.nodes:
+                node.start(wait=True)  # already running: waits for its metadata answer
+            deadline = time.monotonic() + 180
+            while True:
+                brokers = wait_for_metadata(self.bootstrap, 60).get("brokers")
+                if isinstance(brokers, list) and len(brokers) >= self.size:
+                    break
+                if time.monotonic() > deadline:
+                    raise BrokerError(f"the cluster did not gather {self.size} brokers")
+                time.sleep(0.5)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop(grace_s=20)
+
+
 def sys_java_version() -> str:
     proc = subprocess.run([_java(), "-version"], capture_output=True, text=True, check=False)  # noqa: S603
     return proc.stderr.strip()
@@ -401,11 +474,43 @@ def _java() -> str:
 # --------------------------------------------------------------------------- CLI
 
 
+def run_cluster(nodes: int) -> int:
+    """``cluster``: an ephemeral N-node cluster in the foreground (a temporary home, free ports)
+    until Ctrl-C; what to point the services at is printed."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tokenlog-cluster-") as home:
+        cluster = LocalCluster(Path(home), size=nodes)
+        cluster.start()
+        try:
+            print(f"kafka cluster of {nodes} ready: KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap}")
+            print(
+                f"  topics: TOKENLOG_TOPIC_REPLICATION_FACTOR={nodes} "
+                f"TOKENLOG_TOPIC_MIN_INSYNC_REPLICAS={max(1, nodes - 1)} python -m infra.topics ensure"
+            )
+            for node in cluster.nodes:
+                print(f"  node {node.node_id}: {node.bootstrap} (PID {node.pid()}, home {node.home})")
+            print("Ctrl-C stops it (and deletes its data)", flush=True)
+            while all(node.running() for node in cluster.nodes):
+                time.sleep(1)
+            print("a node exited; stopping the cluster", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            cluster.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.broker", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["start", "stop", "status", "logs", "classpath", "version"])
+    parser.add_argument(
+        "command", choices=["start", "stop", "status", "logs", "classpath", "version", "cluster"]
+    )
     parser.add_argument("-n", "--lines", type=int, default=80, help="lines for `logs`")
+    parser.add_argument("--nodes", type=int, default=3, help="nodes for `cluster`")
     args = parser.parse_args(argv)
+    if args.command == "cluster":
+        return run_cluster(args.nodes)
     settings = InfraSettings.from_env()
     broker = LocalBroker(settings.broker)
 

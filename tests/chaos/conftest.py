@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from infra.broker import LocalBroker
+from infra.process import free_port
 from infra.settings import TopicSettings
+from infra.topics import ensure, topic_specs
+from tests.chaos.proxy import ProxyThread
 from tests.chaos.world import World
+from tests.harness import local_broker_settings
 
 ROWS: list[dict[str, Any]] = []
 """One row per scenario run (``tests.chaos.test_chaos`` appends them)."""
@@ -22,14 +29,25 @@ def full() -> bool:
 
 
 @pytest.fixture(scope="module")
-def world(
-    bootstrap: str, provisioned: TopicSettings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[World]:
-    w = World.start(bootstrap, tmp_path_factory.mktemp("chaos"))
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """The chaos world on a broker of its own (the broker scenarios stop and kill it); the gateway
+    reaches it through a fault proxy of its own (the broker link scenario cuts it)."""
+    tmp = tmp_path_factory.mktemp("chaos")
+    bound, shown = free_port(), free_port()
+    settings = replace(local_broker_settings(tmp / "kafka"), proxied=(bound, shown))
+    broker = LocalBroker(settings)
+    link = ProxyThread("127.0.0.1", bound, port=shown).start()
+    broker.start()
     try:
-        yield w
+        asyncio.run(ensure(broker.bootstrap, topic_specs(TopicSettings())))
+        w = World.start(broker.bootstrap, tmp, broker=broker, broker_link=link)
+        try:
+            yield w
+        finally:
+            w.stop()
     finally:
-        w.stop()
+        broker.stop()
+        link.stop()
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 CHUNK = 64 * 1024
@@ -174,3 +176,33 @@ class FaultProxy:
                     await asyncio.sleep(len(data) / faults.bytes_per_s)
                 writer.write(data)
                 await writer.drain()
+
+
+class ProxyThread:
+    """A ``FaultProxy`` on an event loop of its own thread, for a proxy that outlives the tests'
+    own loops (between a long-running service and the broker). Faults are applied with ``run``."""
+
+    def __init__(self, target_host: str, target_port: int, *, port: int) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fault-proxy", daemon=True)
+        self.proxy = FaultProxy(target_host, target_port, port=port)
+
+    def start(self) -> ProxyThread:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.proxy.start(), self._loop).result(10)
+        return self
+
+    def run(self, fault: Callable[[FaultProxy], object]) -> None:
+        """``fault(proxy)`` on the proxy's loop (the faults are not thread-safe)."""
+
+        async def apply() -> None:
+            fault(self.proxy)
+
+        asyncio.run_coroutine_threadsafe(apply(), self._loop).result(10)
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self.proxy.stop(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        self._loop.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from tests.chaos.proxy import FaultProxy
 from tests.chaos.world import Fault, Run
 
 
@@ -59,6 +60,46 @@ async def sessions_killed(r: Run) -> None:
     await r.world.restart_sessions()
 
 
+async def broker_restarted(r: Run) -> None:
+    """The broker stopped under load (SIGTERM: a clean shutdown) and started again on its log,
+    then killed (SIGKILL) and started again: every service reconnects, nothing acknowledged is
+    lost."""
+    broker = r.world.broker
+    assert broker is not None, "the broker scenarios need the world's own broker"
+    await r.streaming(30)
+    await asyncio.to_thread(broker.stop)
+    await asyncio.sleep(r.rng.uniform(1, 3))
+    await asyncio.to_thread(broker.start)
+    await r.streaming(30, timeout_s=120)
+    await asyncio.to_thread(broker.kill)
+    await asyncio.sleep(r.rng.uniform(1, 3))
+    await asyncio.to_thread(broker.start)
+    await r.streaming(20, timeout_s=120)
+
+
+def sever(proxy: FaultProxy) -> None:
+    proxy.blackhole(True)
+    proxy.cut()
+
+
+def mend(proxy: FaultProxy) -> None:
+    proxy.heal()
+    proxy.cut()
+
+
+async def broker_cut_from_gateway(r: Run) -> None:
+    """Every connection between the gateway and the broker cut, and new ones swallowed (a black
+    hole) for a few seconds; then the link heals (what is left half-open is cut, so the gateway
+    reconnects at once rather than after its request timeout)."""
+    link = r.world.broker_link
+    assert link is not None, "the world's gateway reaches the broker directly"
+    await r.streaming(30)
+    link.run(sever)
+    await asyncio.sleep(r.rng.uniform(3, 6))
+    link.run(mend)
+    await r.streaming(30, timeout_s=120)
+
+
 async def network_faults(r: Run) -> None:
     """Between clients and gateway: cuts, a stall, a black hole, latency and a thin pipe."""
     for _ in range(3):
@@ -94,6 +135,8 @@ SCENARIOS: dict[str, Fault] = {
     "worker_killed": worker_killed,
     "stale_worker": stale_worker,
     "sessions_killed": sessions_killed,
+    "broker_restarted": broker_restarted,
+    "broker_cut_from_gateway": broker_cut_from_gateway,
     "network_faults": network_faults,
     "storm": storm,
 }

@@ -20,22 +20,26 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from gateway.client import Client, Follower
+from infra.broker import LocalBroker, LocalCluster
 from infra.process import ManagedProcess, free_port
 from schemas.codec import TOKENS
 from schemas.records import ResponseStarted, TokenEvent
 from schemas.registry import TOKENS_TOPIC
 from tests.chaos.checker import LogSide, Tally, check, offset_of
-from tests.chaos.proxy import FaultProxy
+from tests.chaos.proxy import FaultProxy, ProxyThread
 from tests.gateway.stack import GatewayProc, Stack
 from tests.harness import ServiceRunner, unique
 from tests.pipeline.helpers import start_sessions, start_worker
 
+WORKER = {"TOKENLOG_WORKER_COALESCE_MS": "0"}
+"""Every token its own event (the most events to lose, double or reorder)."""
 TERMINAL_TYPES = frozenset({"response.completed", "response.failed", "response.cancelled"})
 
 
@@ -61,21 +65,41 @@ class World:
     sessions: ManagedProcess
     sessions_app: tuple[str, str, int]
     """(app id, data directory, port): what a restarted session app recovers from."""
+    broker: LocalBroker | None = None
+    """The world's own broker (the broker scenarios stop and kill it)."""
+    cluster: LocalCluster | None = None
+    """Or its own cluster (the leader scenario kills a node)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment of every service (replication on a cluster)."""
+    broker_link: ProxyThread | None = None
+    """The fault proxy between the gateway and the broker (the gateway bootstraps through it)."""
     restarts: Counter[str] = field(default_factory=Counter)
 
     @classmethod
-    def start(cls, bootstrap: str, tmp: Any) -> World:
+    def start(
+        cls,
+        bootstrap: str,
+        tmp: Any,
+        *,
+        broker: LocalBroker | None = None,
+        cluster: LocalCluster | None = None,
+        env: dict[str, str] | None = None,
+        broker_link: ProxyThread | None = None,
+    ) -> World:
+        env = dict(env or {})
+        gateway_env = dict(env)
+        if broker_link is not None:
+            gateway_env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{broker_link.proxy.port}"
         runner = ServiceRunner(tmp / "logs")
         group = unique("group")
-        fast = {"TOKENLOG_WORKER_COALESCE_MS": "0"}
-        workers = [start_worker(runner, bootstrap, f"worker-{i}", group, fast) for i in range(2)]
+        workers = [start_worker(runner, bootstrap, f"worker-{i}", group, {**WORKER, **env}) for i in range(2)]
         app = (unique("sessions"), str(tmp / "sessions"), free_port())
         sessions, sessions_url = start_sessions(
-            runner, bootstrap, "sessions", app[0], data_dir=app[1], port=app[2]
+            runner, bootstrap, "sessions", app[0], data_dir=app[1], port=app[2], env=env
         )
         stack = Stack(bootstrap, runner, sessions_url=sessions_url, worker_group=group)
-        gateway = stack.start_gateway("gateway")
-        return cls(stack, runner, gateway, workers, sessions, app)
+        gateway = stack.start_gateway("gateway", gateway_env)
+        return cls(stack, runner, gateway, workers, sessions, app, broker, cluster, env, broker_link)
 
     def stop(self) -> None:
         self.runner.stop_all()
@@ -84,16 +108,19 @@ class World:
         """A new gateway process (after a kill); the proxy sends new connections to it."""
         self.restarts["gateway"] += 1
         name = f"gateway-r{self.restarts['gateway']}"
-        self.gateway = await asyncio.to_thread(self.stack.start_gateway, name)
+        env = dict(self.env)
+        if self.broker_link is not None:
+            env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{self.broker_link.proxy.port}"
+        self.gateway = await asyncio.to_thread(self.stack.start_gateway, name, env)
         proxy.retarget("127.0.0.1", int(self.gateway.url.rsplit(":", 1)[1]))
 
     async def restart_worker(self, index: int) -> None:
         """A fresh worker in the group in place of ``workers[index]`` (killed or not)."""
         self.restarts["worker"] += 1
         name = f"worker-{index}-r{self.restarts['worker']}"
-        fast = {"TOKENLOG_WORKER_COALESCE_MS": "0"}
+        env = {**WORKER, **self.env}
         self.workers[index] = await asyncio.to_thread(
-            start_worker, self.runner, self.stack.bootstrap, name, self.stack.worker_group, fast
+            start_worker, self.runner, self.stack.bootstrap, name, self.stack.worker_group, env
         )
 
     async def restart_sessions(self) -> None:
@@ -102,7 +129,11 @@ class World:
         app_id, data_dir, port = self.sessions_app
         name = f"sessions-r{self.restarts['sessions']}"
         self.sessions, _ = await asyncio.to_thread(
-            start_sessions, self.runner, self.stack.bootstrap, name, app_id, data_dir=data_dir, port=port
+            partial(start_sessions, data_dir=data_dir, port=port, env=self.env),
+            self.runner,
+            self.stack.bootstrap,
+            name,
+            app_id,
         )
 
 
@@ -131,6 +162,8 @@ class Run:
     rng: random.Random
     prompts: int
     followers: list[Follower] = field(default_factory=list)
+    partitions: dict[str, int] = field(default_factory=dict)
+    """Each conversation's partition (known once its first prompt is accepted)."""
 
     def tokens_received(self) -> int:
         return sum(1 for f in self.followers for frame in f.received if frame.get("type") == "token")
@@ -258,7 +291,7 @@ async def run(world: World, scenario: str, fault: Fault, plan: Plan, seed: int) 
             prompt_ids = {cid: [f"{cid}-p{j}" for j in range(plan.prompts)] for cid in cids}
             text = f"Chaos [[tokens={plan.tokens}]] [[rate={plan.rate:g}]]"
             submit_deadline = time.monotonic() + plan.timeout_s / 2
-            partitions: dict[str, int] = {}
+            partitions = r.partitions
 
             async def prompts(cid: str) -> None:
                 for prompt_id in prompt_ids[cid]:
