@@ -75,7 +75,7 @@ chaos: setup ## the chaos scenarios at full size (3 runs each, more clients); ma
 
 MINUTES ?= 30
 soak: setup ## steady load with random disconnects for MINUTES (default 30); fails on a leak or a lost/doubled event
-	$(BIN)/python -m tests.chaos.soak --minutes $(MINUTES) --out soak-results
+	$(BIN)/python -m tests.chaos.soak --minutes $(MINUTES) --out bench/results/soak
 
 lock: ## re-resolve dependencies within pyproject's ranges and write constraints.txt
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv

@@ -57,7 +57,7 @@ class Conversation:
 @dataclass
 class HubLimits:
     window_events: int = 2048
-    window_total_events: int = 500_000
+    window_total_events: int = 100_000
     index_offsets: int = 100_000
     index_total_offsets: int = 5_000_000
 

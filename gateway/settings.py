@@ -37,8 +37,10 @@ class GatewaySettings:
     """Partitions of ``conversation.tokens`` this gateway serves; empty: all (a shard setting)."""
     window_events: int = 2048
     """Events kept in memory per conversation for resumes."""
-    window_total_events: int = 500_000
-    """Events kept in memory across conversations; least recently active ones go first."""
+    window_total_events: int = 100_000
+    """Events kept in memory across conversations; least recently active ones go first. About
+    1.4 KiB each (the decoded event and its two encoded frames), so ~140 MiB; the soak showed a
+    budget of 500,000 letting a gateway grow toward 700 MiB before the first eviction."""
     index_offsets: int = 100_000
     """Offsets of a conversation's events remembered (so a seek reads only those)."""
     index_total_offsets: int = 5_000_000

@@ -108,12 +108,24 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
     # Windowed keys are (key, window) tuples, which only the json key codec carries; the usage topic
     # uses the same codec so a model's table partition is where the router looks for it.
     # Any: the WindowWrapper protocol lacks relative_to, which the class has.
-    usage: Any = app.Table(TABLES[2], default=dict, partitions=settings.partitions).tumbling(
-        timedelta(seconds=settings.window_s), expires=timedelta(hours=1)
-    )
+    usage: Any = app.Table(
+        TABLES[2], default=dict, partitions=settings.partitions, options=settings.table_options()
+    ).tumbling(timedelta(seconds=settings.window_s), expires=timedelta(hours=1))
     models_here: set[str] = set()
-    sessions = app.Table(TABLES[0], partitions=settings.partitions, key_type=bytes, value_type=StateValue)
-    live = app.Table(TABLES[1], partitions=settings.partitions, key_type=bytes, value_type=StateValue)
+    sessions = app.Table(
+        TABLES[0],
+        partitions=settings.partitions,
+        key_type=bytes,
+        value_type=StateValue,
+        options=settings.table_options(),
+    )
+    live = app.Table(
+        TABLES[1],
+        partitions=settings.partitions,
+        key_type=bytes,
+        value_type=StateValue,
+        options=settings.table_options(),
+    )
 
     def load(key: bytes) -> tuple[Session, LiveAnswer]:
         session = sessions.get(key) or Session(key.decode())
