@@ -68,11 +68,10 @@ def server_properties(
     listeners = f"PLAINTEXT://127.0.0.1:{settings.port},CONTROLLER://127.0.0.1:{settings.controller_port}"
     advertised = f"PLAINTEXT://127.0.0.1:{settings.port}"
     protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
-    if settings.proxied is not None:
-        bound, shown = settings.proxied
-        listeners += f",PROXIED://127.0.0.1:{bound}"
-        advertised += f",PROXIED://127.0.0.1:{shown}"
-        protocols += ",PROXIED:PLAINTEXT"
+    for i, (bound, shown) in enumerate(settings.proxied):
+        listeners += f",PROXIED{i}://127.0.0.1:{bound}"
+        advertised += f",PROXIED{i}://127.0.0.1:{shown}"
+        protocols += f",PROXIED{i}:PLAINTEXT"
     return {
         "process.roles": "broker,controller",
         "node.id": str(node_id),

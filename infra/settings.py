@@ -73,18 +73,14 @@ class BrokerSettings:
     """The resolved classpath and the JVM class-data archive, shared by every broker home."""
     auto_create_topics: bool = False
     """Off by default: a misspelt topic name fails instead of silently creating a topic."""
-    proxied: tuple[int, int] | None = None
-    """A second client listener for fault tests: (port it binds, port it advertises). Clients that
-    bootstrap at the advertised port (a fault proxy forwarding to the bound one) keep every
-    connection to this broker on it, so the proxy can cut them off alone."""
+    proxied: tuple[tuple[int, int], ...] = ()
+    """More client listeners for fault tests, each (port it binds, port it advertises). Clients
+    that bootstrap at an advertised port (a fault proxy forwarding to the bound one) keep every
+    connection to this broker on that listener, so the proxy can cut them off alone."""
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
-
-    @property
-    def proxied_bootstrap(self) -> str | None:
-        return f"127.0.0.1:{self.proxied[1]}" if self.proxied else None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BrokerSettings:

@@ -31,23 +31,24 @@ def full() -> bool:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """The chaos world on a broker of its own (the broker scenarios stop and kill it); the gateway
-    reaches it through a fault proxy of its own (the broker link scenario cuts it)."""
+    reaches it through one fault proxy, the workers and the session app through another (each on
+    a listener of its own, so either can be cut off alone)."""
     tmp = tmp_path_factory.mktemp("chaos")
-    bound, shown = free_port(), free_port()
-    settings = replace(local_broker_settings(tmp / "kafka"), proxied=(bound, shown))
-    broker = LocalBroker(settings)
-    link = ProxyThread("127.0.0.1", bound, port=shown).start()
+    ports = [(free_port(), free_port()) for _ in range(2)]
+    broker = LocalBroker(replace(local_broker_settings(tmp / "kafka"), proxied=tuple(ports)))
+    links = [ProxyThread("127.0.0.1", bound, port=shown).start() for bound, shown in ports]
     broker.start()
     try:
         asyncio.run(ensure(broker.bootstrap, topic_specs(TopicSettings())))
-        w = World.start(broker.bootstrap, tmp, broker=broker, broker_link=link)
+        w = World.start(broker.bootstrap, tmp, broker=broker, broker_link=links[0], services_link=links[1])
         try:
             yield w
         finally:
             w.stop()
     finally:
         broker.stop()
-        link.stop()
+        for link in links:
+            link.stop()
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -100,6 +100,18 @@ async def broker_cut_from_gateway(r: Run) -> None:
     await r.streaming(30, timeout_s=120)
 
 
+async def broker_cut_from_services(r: Run) -> None:
+    """The same between the broker and the generation workers and session app: producers retry
+    (idempotent: a retried batch is never written twice), consumers stall, then carry on."""
+    link = r.world.services_link
+    assert link is not None, "the world's services reach the broker directly"
+    await r.streaming(30)
+    link.run(sever)
+    await asyncio.sleep(r.rng.uniform(3, 6))
+    link.run(mend)
+    await r.streaming(30, timeout_s=120)
+
+
 async def network_faults(r: Run) -> None:
     """Between clients and gateway: cuts, a stall, a black hole, latency and a thin pipe."""
     for _ in range(3):
@@ -137,6 +149,7 @@ SCENARIOS: dict[str, Fault] = {
     "sessions_killed": sessions_killed,
     "broker_restarted": broker_restarted,
     "broker_cut_from_gateway": broker_cut_from_gateway,
+    "broker_cut_from_services": broker_cut_from_services,
     "network_faults": network_faults,
     "storm": storm,
 }

@@ -73,6 +73,9 @@ class World:
     """Extra environment of every service (replication on a cluster)."""
     broker_link: ProxyThread | None = None
     """The fault proxy between the gateway and the broker (the gateway bootstraps through it)."""
+    services_link: ProxyThread | None = None
+    """The fault proxy between the workers and session app and the broker."""
+    gateway_env: dict[str, str] = field(default_factory=dict)
     restarts: Counter[str] = field(default_factory=Counter)
 
     @classmethod
@@ -85,11 +88,14 @@ class World:
         cluster: LocalCluster | None = None,
         env: dict[str, str] | None = None,
         broker_link: ProxyThread | None = None,
+        services_link: ProxyThread | None = None,
     ) -> World:
-        env = dict(env or {})
-        gateway_env = dict(env)
+        gateway_env = dict(env or {})
         if broker_link is not None:
             gateway_env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{broker_link.proxy.port}"
+        env = dict(env or {})
+        if services_link is not None:
+            env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{services_link.proxy.port}"
         runner = ServiceRunner(tmp / "logs")
         group = unique("group")
         workers = [start_worker(runner, bootstrap, f"worker-{i}", group, {**WORKER, **env}) for i in range(2)]
@@ -99,7 +105,9 @@ class World:
         )
         stack = Stack(bootstrap, runner, sessions_url=sessions_url, worker_group=group)
         gateway = stack.start_gateway("gateway", gateway_env)
-        return cls(stack, runner, gateway, workers, sessions, app, broker, cluster, env, broker_link)
+        world = cls(stack, runner, gateway, workers, sessions, app, broker, cluster, env)
+        world.broker_link, world.services_link, world.gateway_env = broker_link, services_link, gateway_env
+        return world
 
     def stop(self) -> None:
         self.runner.stop_all()
@@ -108,10 +116,7 @@ class World:
         """A new gateway process (after a kill); the proxy sends new connections to it."""
         self.restarts["gateway"] += 1
         name = f"gateway-r{self.restarts['gateway']}"
-        env = dict(self.env)
-        if self.broker_link is not None:
-            env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{self.broker_link.proxy.port}"
-        self.gateway = await asyncio.to_thread(self.stack.start_gateway, name, env)
+        self.gateway = await asyncio.to_thread(self.stack.start_gateway, name, self.gateway_env)
         proxy.retarget("127.0.0.1", int(self.gateway.url.rsplit(":", 1)[1]))
 
     async def restart_worker(self, index: int) -> None:
