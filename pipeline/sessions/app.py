@@ -112,20 +112,19 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
         TABLES[2], default=dict, partitions=settings.partitions, options=settings.table_options()
     ).tumbling(timedelta(seconds=settings.window_s), expires=timedelta(hours=1))
     models_here: set[str] = set()
-    sessions = app.Table(
-        TABLES[0],
-        partitions=settings.partitions,
-        key_type=bytes,
-        value_type=StateValue,
-        options=settings.table_options(),
-    )
-    live = app.Table(
-        TABLES[1],
-        partitions=settings.partitions,
-        key_type=bytes,
-        value_type=StateValue,
-        options=settings.table_options(),
-    )
+
+    def state_table(name: str) -> Any:
+        # A fresh options dict per table: Faust's RocksDB store pops keys out of the one it gets.
+        return app.Table(
+            name,
+            partitions=settings.partitions,
+            key_type=bytes,
+            value_type=StateValue,
+            options=settings.table_options(),
+        )
+
+    sessions = state_table(TABLES[0])
+    live = state_table(TABLES[1])
 
     def load(key: bytes) -> tuple[Session, LiveAnswer]:
         session = sessions.get(key) or Session(key.decode())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from tests.chaos.proxy import FaultProxy
+from tests.chaos.proxy import FaultProxy, ProxyThread
 from tests.chaos.world import Fault, Run
 
 
@@ -87,29 +87,27 @@ def mend(proxy: FaultProxy) -> None:
     proxy.cut()
 
 
-async def broker_cut_from_gateway(r: Run) -> None:
-    """Every connection between the gateway and the broker cut, and new ones swallowed (a black
-    hole) for a few seconds; then the link heals (what is left half-open is cut, so the gateway
-    reconnects at once rather than after its request timeout)."""
-    link = r.world.broker_link
-    assert link is not None, "the world's gateway reaches the broker directly"
-    await r.streaming(30)
-    link.run(sever)
-    await asyncio.sleep(r.rng.uniform(3, 6))
-    link.run(mend)
-    await r.streaming(30, timeout_s=120)
-
-
-async def broker_cut_from_services(r: Run) -> None:
-    """The same between the broker and the generation workers and session app: producers retry
-    (idempotent: a retried batch is never written twice), consumers stall, then carry on."""
-    link = r.world.services_link
+async def _cut_off(r: Run, link: ProxyThread | None) -> None:
+    """Every connection through ``link`` cut, and new ones swallowed (a black hole) for a few
+    seconds; then the link heals (what is left half-open is cut, so the clients reconnect at once
+    rather than after their request timeout)."""
     assert link is not None, "the world's services reach the broker directly"
     await r.streaming(30)
     link.run(sever)
     await asyncio.sleep(r.rng.uniform(3, 6))
     link.run(mend)
     await r.streaming(30, timeout_s=120)
+
+
+async def broker_cut_from_gateway(r: Run) -> None:
+    """The gateway cut off from the broker."""
+    await _cut_off(r, r.world.broker_link)
+
+
+async def broker_cut_from_services(r: Run) -> None:
+    """The generation workers and session app cut off from the broker: producers retry
+    (idempotent: a retried batch is never written twice), consumers stall, then carry on."""
+    await _cut_off(r, r.world.services_link)
 
 
 async def network_faults(r: Run) -> None:

@@ -43,6 +43,13 @@ async def roundtrip(
     return await asyncio.wait_for(r.readexactly(len(data)), within_s)
 
 
+async def nothing_comes_back(r: asyncio.StreamReader, w: asyncio.StreamWriter, data: bytes) -> None:
+    w.write(data)
+    await w.drain()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(r.readexactly(len(data)), 0.3)
+
+
 async def test_bytes_go_both_ways(proxy: FaultProxy) -> None:
     r, w = await connect(proxy)
     assert await roundtrip(r, w, b"hello" * 1000) == b"hello" * 1000
@@ -65,17 +72,11 @@ async def test_stall_holds_bytes_until_released_and_blackhole_discards_them(prox
     r, w = await connect(proxy)
     await roundtrip(r, w, b"warm")
     proxy.stall(True)
-    w.write(b"held")
-    await w.drain()
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(r.readexactly(4), 0.3)
+    await nothing_comes_back(r, w, b"held")
     proxy.stall(False)
     assert await asyncio.wait_for(r.readexactly(4), 2) == b"held"
     proxy.blackhole(True)
-    w.write(b"gone")
-    await w.drain()
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(r.readexactly(4), 0.3)
+    await nothing_comes_back(r, w, b"gone")
     proxy.blackhole(False)
     assert await roundtrip(r, w, b"back") == b"back"
     w.close()
