@@ -65,9 +65,13 @@ async def storm(
             open_timeout=60,
         )
         await ws.send(orjson.dumps({"type": "subscribe", "cursor": cursor}).decode())
-        live_after, cursors = 0.0, list[str]()
+        live_after, cursors, kinds = 0.0, list[str](), list[str]()
         while len(cursors) < until:
-            frame = orjson.loads(await asyncio.wait_for(ws.recv(), 60))
+            try:
+                frame = orjson.loads(await asyncio.wait_for(ws.recv(), 60))
+            except TimeoutError:
+                raise TimeoutError(f"{cid} from {cursor}: nothing for 60 s after {kinds}") from None
+            kinds.append(frame["type"])
             if frame["type"] == "subscribed":
                 live_after = time.perf_counter() - began
             elif "cursor" in frame and frame["type"] in ("token", "response.started"):
@@ -75,11 +79,24 @@ async def storm(
         return ws, cursors, live_after
 
     first = await asyncio.gather(
-        *(follow(cids[i % conversations], "beginning", history) for i in range(clients))
+        *(follow(cids[i % conversations], "beginning", history) for i in range(clients)),
+        return_exceptions=True,
     )
-    resume_from = [cursors[-1 - missed] for _, cursors, _ in first]
+    errors = [f"first read: {r!r}" for r in first if isinstance(r, BaseException)]
+    if errors:  # the storm needs every client reading first; report what went wrong instead
+        for r in first:
+            if not isinstance(r, BaseException):
+                await r[0].close()
+        return {
+            "clients": clients,
+            "conversations": conversations,
+            "failed": len(errors),
+            "errors": errors[:5],
+        }
+    read = [r for r in first if not isinstance(r, BaseException)]
+    resume_from = [cursors[-1 - missed] for _, cursors, _ in read]
     before = await resumes_by_path(url)
-    for ws, _, _ in first:
+    for ws, _, _ in read:
         ws.transport.abort()  # the network is gone: no close handshake
     began = time.perf_counter()
     second = await asyncio.gather(
@@ -99,6 +116,7 @@ async def storm(
         "conversations": conversations,
         "missed": missed,
         "failed": len(failed),
+        "errors": [repr(e) for e in failed[:5]],
         "all_live_s": round(max(live for _, _, live in ok), 3) if ok else None,
         "all_caught_up_s": round(caught_up, 3),
         "resumes_by_path": served,

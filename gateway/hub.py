@@ -11,9 +11,15 @@ conversation it has seen, the hub keeps
 
 Coverage rule: the reader sees every record from its start offset on, so a conversation the hub
 has never seen has **no** event at or after ``base(partition)``: resuming it from there needs no
-read at all. Windows of idle conversations are evicted (least recently active first) when the
-memory budget is spent; the partition's ``horizon`` remembers the last offset evicted, so a
-conversation seen again later is covered only from after it.
+read at all. Two budgets, least recently active conversations first:
+
+- the **window** budget (events, ~1.4 KiB each) sheds a conversation's window but keeps its
+  offset index (8 bytes an offset), so a resume from before the window still reads only the
+  conversation's own offsets;
+- the **index** budget (offsets, and conversations remembered) forgets a conversation whole; the
+  partition's ``horizon`` remembers the last offset so forgotten, and a conversation seen again
+  later is covered only from after it. Until then, a resume from the start of the log ("beginning")
+  of any conversation the hub holds is a targeted read, not a scan of the partition.
 
 A subscriber registers before its catch-up read and gets the hub's position as the splice
 point: every event at or below it was published before, every later one is delivered to it.
@@ -39,6 +45,7 @@ class Subscriber(Protocol):
 
 
 _NO_ENTRIES: deque[Entry] = deque()
+_NO_SUBSCRIBERS: frozenset[Subscriber] = frozenset()
 
 
 @dataclass(eq=False, slots=True)
@@ -51,7 +58,8 @@ class Conversation:
     """Shared and empty until the first event (a deque costs 600 bytes; idle streams follow
     conversations that may never be written); only ``Hub.publish`` appends, and replaces it first."""
     index: array[int] = field(default_factory=lambda: array("q"))
-    subscribers: set[Subscriber] = field(default_factory=set)
+    subscribers: set[Subscriber] | frozenset[Subscriber] = _NO_SUBSCRIBERS
+    """Shared and empty until the first subscriber (most conversations are never followed here)."""
 
 
 @dataclass
@@ -60,6 +68,8 @@ class HubLimits:
     window_total_events: int = 100_000
     index_offsets: int = 100_000
     index_total_offsets: int = 5_000_000
+    conversations: int = 200_000
+    """Conversations remembered (each costs ~300 bytes besides its window and index)."""
 
 
 class Hub:
@@ -71,6 +81,9 @@ class Hub:
         self._start: dict[int, int] = {}
         self._horizon: dict[int, int] = {}
         self.conversations: OrderedDict[str, Conversation] = OrderedDict()
+        """Every conversation held, least recently active first."""
+        self._windows: OrderedDict[str, Conversation] = OrderedDict()
+        """Those with a window (events in memory), least recently active first."""
         self.window_total = 0
         self.index_total = 0
         self.published = 0
@@ -97,6 +110,9 @@ class Hub:
         conv = self._conversation(conversation_id, partition)
         if conv.entries is _NO_ENTRIES:
             conv.entries = deque()
+            self._windows[conversation_id] = conv
+        else:
+            self._windows.move_to_end(conversation_id)
         conv.entries.append(entry)
         conv.index.append(entry.offset)
         self.window_total += 1
@@ -112,12 +128,14 @@ class Hub:
     def subscribe(self, conversation_id: str, partition: int, subscriber: Subscriber) -> int:
         """Register ``subscriber``; the splice offset (the hub's position in the partition)."""
         conv = self._conversation(conversation_id, partition)
+        if not isinstance(conv.subscribers, set):
+            conv.subscribers = set()
         conv.subscribers.add(subscriber)
         return self.position[partition]
 
     def unsubscribe(self, conversation_id: str, subscriber: Subscriber) -> None:
         conv = self.conversations.get(conversation_id)
-        if conv is not None:
+        if conv is not None and isinstance(conv.subscribers, set):
             conv.subscribers.discard(subscriber)
             if not conv.subscribers and not conv.index:
                 del self.conversations[conversation_id]  # followed, never written: nothing to keep
@@ -174,25 +192,46 @@ class Hub:
             conv.index_from = conv.index[cut - 1] + 1
             del conv.index[:cut]
             self.index_total -= cut
-        while self.window_total > limits.window_total_events or self.index_total > limits.index_total_offsets:
-            if not self._evict_one(conv):
+        while self.window_total > limits.window_total_events:
+            if not self._shed_window(conv):
+                break
+        while self.index_total > limits.index_total_offsets or len(self.conversations) > limits.conversations:
+            if not self._forget_one(conv):
                 break
 
-    def _evict_one(self, keep: Conversation) -> bool:
-        """Forget the least recently active conversation nobody follows; else shorten ``keep``."""
-        for cid, conv in self.conversations.items():
+    def _shed_window(self, keep: Conversation) -> bool:
+        """Drop the window of the least recently active conversation nobody follows (its index
+        stays); else shorten ``keep``'s."""
+        for cid, conv in self._windows.items():
             if conv is keep or conv.subscribers:
                 continue
-            del self.conversations[cid]
-            self.window_total -= len(conv.entries)
-            self.index_total -= len(conv.index)
-            if conv.index:
-                last = conv.index[-1]
-                self._horizon[conv.partition] = max(self._horizon.get(conv.partition, -1), last)
+            self._drop_window(cid, conv)
             return True
         if len(keep.entries) > 1:
             keep.covered_from = keep.entries.popleft().offset + 1
             self.window_total -= 1
+            return True
+        return False
+
+    def _drop_window(self, cid: str, conv: Conversation) -> None:
+        if conv.entries:
+            conv.covered_from = conv.entries[-1].offset + 1
+        self.window_total -= len(conv.entries)
+        conv.entries = _NO_ENTRIES
+        del self._windows[cid]
+
+    def _forget_one(self, keep: Conversation) -> bool:
+        """Forget the least recently active conversation nobody follows, window and index."""
+        for cid, conv in self.conversations.items():
+            if conv is keep or conv.subscribers:
+                continue
+            if conv.entries is not _NO_ENTRIES:
+                self._drop_window(cid, conv)
+            del self.conversations[cid]
+            self.index_total -= len(conv.index)
+            if conv.index:
+                last = conv.index[-1]
+                self._horizon[conv.partition] = max(self._horizon.get(conv.partition, -1), last)
             return True
         return False
 

@@ -122,6 +122,7 @@ class Gateway:
                 settings.window_total_events,
                 settings.index_offsets,
                 settings.index_total_offsets,
+                settings.conversations,
             ),
             self.owners,
         )

@@ -44,6 +44,8 @@ class GatewaySettings:
     index_offsets: int = 100_000
     """Offsets of a conversation's events remembered (so a seek reads only those)."""
     index_total_offsets: int = 5_000_000
+    conversations: int = 200_000
+    """Conversations remembered (window or index); beyond it the least recently active is forgotten."""
     queue_frames: int = 4096
     """Frames queued per connection; a client further behind is told to resume."""
     heartbeat_s: float = 15.0
@@ -88,6 +90,7 @@ class GatewaySettings:
             window_total_events=env_int(env, "TOKENLOG_GATEWAY_WINDOW_TOTAL_EVENTS", d.window_total_events),
             index_offsets=env_int(env, "TOKENLOG_GATEWAY_INDEX_OFFSETS", d.index_offsets),
             index_total_offsets=env_int(env, "TOKENLOG_GATEWAY_INDEX_TOTAL_OFFSETS", d.index_total_offsets),
+            conversations=env_int(env, "TOKENLOG_GATEWAY_CONVERSATIONS", d.conversations),
             queue_frames=env_int(env, "TOKENLOG_GATEWAY_QUEUE_FRAMES", d.queue_frames),
             heartbeat_s=env_float(env, "TOKENLOG_GATEWAY_HEARTBEAT_S", d.heartbeat_s),
             retry_ms=env_int(env, "TOKENLOG_GATEWAY_RETRY_MS", d.retry_ms),

@@ -174,16 +174,44 @@ def test_the_window_serves_what_it_covers_and_the_index_what_the_window_lost() -
     assert hub.offsets(CID, 0, 9, 16) == [10, 12, 14, 16]
 
 
-def test_evicting_an_idle_conversation_moves_the_partitions_horizon() -> None:
+def test_the_window_budget_sheds_an_idle_conversations_window_and_keeps_its_index() -> None:
     hub = Hub(HubLimits(window_events=10, window_total_events=4))
     hub.start(0, 0)
     hub.publish(0, "idle", delta(0, 0, rid="r-idle"))
     hub.publish(0, "idle", delta(1, 1, rid="r-idle"))
     for i, offset in enumerate((2, 3, 4)):
         hub.publish(0, CID, delta(offset, i))
-    assert "idle" not in hub.conversations
     assert hub.window_total <= 4
+    assert hub.from_memory("idle", 0, 0, 4) is None, "its window is gone"
+    assert hub.from_memory("idle", 0, 1, 4) == [], "nothing of it after its last event"
+    assert hub.offsets("idle", 0, -1, 4) == [0, 1], "a resume from the start reads its two offsets"
+    assert hub.base(0) == 0, "nothing forgotten: the partition's horizon has not moved"
+    new = "new"
+    hub.publish(0, new, delta(5, 0, rid="r-new"))
+    assert hub.offsets(new, 0, -1, 5) == [5], "a conversation first seen now is known from the start"
+    hub.publish(0, "idle", delta(6, 2, rid="r-idle"))
+    window = hub.from_memory("idle", 0, 1, 6)
+    assert window is not None
+    assert offsets(window) == [6]
+
+
+@pytest.mark.parametrize("limits", [HubLimits(index_total_offsets=4), HubLimits(conversations=2)])
+def test_the_index_budget_forgets_a_conversation_whole_and_moves_the_partitions_horizon(
+    limits: HubLimits,
+) -> None:
+    hub = Hub(limits)
+    hub.start(0, 0)
+    hub.publish(0, "idle", delta(0, 0, rid="r-idle"))
+    hub.publish(0, "idle", delta(1, 1, rid="r-idle"))
+    hub.publish(0, "other", delta(2, 0, rid="r-other"))
+    for i, offset in enumerate((3, 4)):
+        hub.publish(0, CID, delta(offset, i))
+    assert "idle" not in hub.conversations
+    assert hub.index_total <= 4
+    assert len(hub.conversations) <= 2
+    assert hub.base(0) == 2
     assert hub.from_memory("idle", 0, 0, 4) is None, "its events before the horizon are gone"
+    assert hub.offsets("idle", 0, -1, 4) is None
     assert hub.from_memory("idle", 0, 1, 4) == []
 
 
