@@ -30,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from infra.broker import cluster_metadata
 from infra.errors import InfraError
 from infra.topics import TopicSpec, ensure, shared_partition_count
+from pipeline.sessions import kafka
 from pipeline.sessions.analytics import add, answer_metric, public
 from pipeline.sessions.codec import StateValue
 from pipeline.sessions.metrics import SessionsMetrics
@@ -71,6 +72,10 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
         table_standby_replicas=0,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 5),
+        producer_linger=settings.producer_linger_ms / 1000,
+    )
+    app.transport = kafka.transport(
+        app, fetch_min_bytes=settings.fetch_min_bytes, fetch_max_wait_ms=settings.fetch_max_wait_ms
     )
     # Values arrive as bytes and are decoded in the agents: a record Faust itself could not decode
     # stalled its stream, while our DecodeError is skipped and counted, with where it lives.
@@ -151,27 +156,58 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
 
     @app.agent(tokens)
     async def apply_tokens(stream: Any) -> None:
-        async for event in stream.events():
+        # A batch at a time (up to batch_events, or what arrived within batch_ms): each
+        # conversation's state is loaded once, every event of the batch applied in order, and the
+        # state written once. A table write encodes the whole state (the live answer's text so far)
+        # into the store and the changelog, so one per token cost the app most of its time.
+        async for events in stream.take_events(settings.batch_events, within=settings.batch_ms / 1000):
+            for metric in apply_batch(stream, events):
+                await usage_topic.send(key=metric["model"], value=metric)
+
+    def apply_batch(stream: Any, events: list[Any]) -> list[dict[str, Any]]:
+        """Apply ``events`` (in log order per partition); the usage metrics they produced."""
+        loaded: dict[bytes, tuple[Session, LiveAnswer]] = {}
+        state: dict[bytes, tuple[Session, LiveAnswer]] = {}
+        last_event: dict[bytes, Any] = {}
+        upto: dict[int, int] = {}
+        out: list[dict[str, Any]] = []
+        for event in events:
+            partition, offset = event.message.partition, event.message.offset
+            upto[partition] = offset
             record = decode(TOKENS, event)
             if record is None or event.key is None:
-                applied[event.message.partition] = event.message.offset
                 continue
-            key, offset = event.key, event.message.offset
-            session, answer = load(key)
+            key = event.key
+            if key not in state:
+                # Faust's RocksDB store reads a key from the partition of the event being
+                # processed (and writes it there, with its changelog record): always the key's own.
+                stream._set_current_event(event)
+                state[key] = loaded[key] = load(key)
+            session, answer = state[key]
             updated = evolve_session(
                 session, record, offset, live_before=answer, max_turns=settings.max_turns
             )
-            if updated is not session:
-                sessions[key] = updated
             live_after = evolve_live(answer, record, offset)
-            if live_after is not answer:
-                live[key] = live_after
             metric = answer_metric(record, answer, live_after)
             if metric is not None:
-                await usage_topic.send(key=metric["model"], value=metric)
-            applied[event.message.partition] = offset
+                out.append(metric)
+            state[key] = (updated, live_after)
+            last_event[key] = event
             changed = updated is not session or live_after is not answer
             (metrics.applied if changed else metrics.ignored).labels(TOKENS_TOPIC).inc()
+        for key, (session, answer) in state.items():
+            before_session, before_answer = loaded[key]
+            if session is before_session and answer is before_answer:
+                continue
+            stream._set_current_event(last_event[key])
+            if session is not before_session:
+                sessions[key] = session
+            if answer is not before_answer:
+                live[key] = answer
+        if events:
+            stream._set_current_event(events[-1])
+        applied.update(upto)
+        return out
 
     @app.agent(usage_topic)
     async def count_usage(stream: Any) -> None:

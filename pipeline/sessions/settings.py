@@ -37,6 +37,19 @@ class SessionsSettings:
     rocksdb_block_cache_mb: int = 8
     """RocksDB block cache per table partition (Faust's default: 2 GiB, plus 500 MiB compressed)."""
 
+    fetch_min_bytes: int = 64 * 1024
+    """The consumer asks the broker for at least this much per fetch (``kafka.py``)..."""
+    fetch_max_wait_ms: int = 50
+    """...or to answer after this long: the snapshot trails the log by up to this much, and the
+    app makes a fetch request per batch instead of one per token."""
+    batch_events: int = 2000
+    batch_ms: int = 50
+    """Tokens are applied in batches of up to ``batch_events`` or what arrived within ``batch_ms``:
+    each conversation's state is written once per batch, not once per token."""
+    producer_linger_ms: int = 20
+    """How long a table write waits for others to share its changelog request (one request per
+    token before)."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> SessionsSettings:
         env = os.environ if env is None else env
@@ -59,6 +72,11 @@ class SessionsSettings:
             rocksdb_block_cache_mb=env_int(
                 env, "TOKENLOG_SESSIONS_ROCKSDB_BLOCK_CACHE_MB", d.rocksdb_block_cache_mb
             ),
+            fetch_min_bytes=env_int(env, "TOKENLOG_SESSIONS_FETCH_MIN_BYTES", d.fetch_min_bytes),
+            fetch_max_wait_ms=env_int(env, "TOKENLOG_SESSIONS_FETCH_MAX_WAIT_MS", d.fetch_max_wait_ms),
+            batch_events=env_int(env, "TOKENLOG_SESSIONS_BATCH_EVENTS", d.batch_events),
+            batch_ms=env_int(env, "TOKENLOG_SESSIONS_BATCH_MS", d.batch_ms),
+            producer_linger_ms=env_int(env, "TOKENLOG_SESSIONS_PRODUCER_LINGER_MS", d.producer_linger_ms),
         )
 
     def table_options(self) -> dict[str, int]:

@@ -253,3 +253,102 @@ def test_two_workers_share_the_tables_and_either_answers_for_any_conversation(
         return first[1] >= len(conversations) and first == usage_from(url2)
 
     asyncio.run(wait_for(settled, timeout_s=60, interval_s=0.5))
+
+
+async def _interleaved_answers(
+    bootstrap: str, cids: list[str], deltas: int, waves: int, applied: Any
+) -> dict[str, tuple[int, int]]:
+    """One answer per conversation, their events interleaved (so the app's batches hold several
+    partitions) and written in ``waves``, each awaited with ``applied(last)`` before the next (so
+    each answer's state is read back from the store by later batches); per conversation, its
+    partition and the offset of its last event."""
+    from aiokafka import AIOKafkaProducer
+
+    from schemas.codec import TOKENS
+    from schemas.records import ResponseCompleted, ResponseStarted
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=20)
+    await producer.start()
+    try:
+        rows: list[list[Any]] = [
+            [ResponseStarted(cid, f"r-{cid}", "p-1", "u-1", "question", "m", now_ms()) for cid in cids]
+        ]
+        rows += [
+            [TokenDelta(cid, f"r-{cid}", i, f" {cid[-4:]}:{i}", now_ms()) for cid in cids]
+            for i in range(deltas)
+        ]
+        rows.append([ResponseCompleted(cid, f"r-{cid}", deltas - 1, now_ms()) for cid in cids])
+        last: dict[str, tuple[int, int]] = {}
+        size = -(-len(rows) // waves)
+        for wave in range(0, len(rows), size):
+            futures = [
+                (
+                    e.conversation_id,
+                    await producer.send(TOKENS_TOPIC, TOKENS.encode(e), key=e.conversation_id.encode()),
+                )
+                for row in rows[wave : wave + size]
+                for e in row
+            ]
+            for cid, future in futures:
+                meta = await future
+                last[cid] = (meta.partition, meta.offset)
+            await applied(last)
+        return last
+    finally:
+        await producer.stop()
+
+
+async def _changelog_partitions(
+    bootstrap: str, topic: str, partitions: int, keys: set[bytes]
+) -> dict[bytes, set[int]]:
+    """The partitions of ``topic`` each of ``keys`` was written to."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        found: dict[bytes, set[int]] = {}
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
+                for record in records:
+                    if record.key in keys:
+                        found.setdefault(record.key, set()).add(tp.partition)
+        return found
+    finally:
+        await consumer.stop()
+
+
+def test_batches_across_partitions_keep_each_conversation_whole_in_its_own_partition(
+    bootstrap: str, provisioned: TopicSettings, services: ServiceRunner, tmp_path: Path
+) -> None:
+    """The app applies tokens a batch at a time; Faust's RocksDB store and changelog place a
+    table key by the event being processed, so each key must be read and written under its own
+    event, never the batch's last (a read from another partition's store started the answer over)."""
+    app_id = unique("sessions")
+    env = {"TOKENLOG_SESSIONS_STORE": "rocksdb://"}
+    _, url = start_sessions(services, bootstrap, "s1", app_id, data_dir=str(tmp_path / "s1"), env=env)
+    cids = [unique("conv") for _ in range(24)]
+    deltas = 40
+
+    async def applied(last: dict[str, tuple[int, int]]) -> None:
+        for cid, (_, offset) in last.items():
+            await snapshot_at(url, cid, offset)
+
+    last = asyncio.run(_interleaved_answers(bootstrap, cids, deltas, 4, applied))
+    assert len({p for p, _ in last.values()}) > 1, "the conversations all landed in one partition"
+    for cid, (_, offset) in last.items():
+        snap = asyncio.run(snapshot_at(url, cid, offset))
+        expected = "".join(f" {cid[-4:]}:{i}" for i in range(deltas))
+        assert _snapshot_turns(snap) == [("p-1", "completed", expected)], cid
+    keys = {cid.encode() for cid in cids}
+    for table in ("sessions", "live"):
+        placed = asyncio.run(
+            _changelog_partitions(bootstrap, f"{app_id}-{table}-changelog", provisioned.partitions, keys)
+        )
+        assert placed.keys() == keys, f"{table}: a conversation never reached its changelog"
+        for cid in cids:
+            assert placed[cid.encode()] == {last[cid][0]}, f"{table}: {cid} written outside its partition"
