@@ -200,11 +200,10 @@ class Hub:
                 break
 
     def _shed_window(self, keep: Conversation) -> bool:
-        """Drop the window of the least recently active conversation nobody follows (its index
-        stays); else shorten ``keep``'s."""
-        for cid, conv in self._windows.items():
-            if conv is keep or conv.subscribers:
-                continue
+        """Drop the least recently active conversation's window (its index stays, and so do its
+        subscribers: they are live, the window only serves resumes); else shorten ``keep``'s."""
+        cid, conv = next(iter(self._windows.items()))
+        if conv is not keep:
             self._drop_window(cid, conv)
             return True
         if len(keep.entries) > 1:
@@ -224,7 +223,7 @@ class Hub:
         """Forget the least recently active conversation nobody follows, window and index."""
         for cid, conv in self.conversations.items():
             if conv is keep or conv.subscribers:
-                continue
+                continue  # followed: kept (cheap to skip, as few are followed and idle at once)
             if conv.entries is not _NO_ENTRIES:
                 self._drop_window(cid, conv)
             del self.conversations[cid]

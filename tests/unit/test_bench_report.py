@@ -42,9 +42,13 @@ def test_each_target_gets_the_verdict_its_figures_earn(tmp_path: Path) -> None:
             _point(400, 3, 30, 2, 20, tokens_per_delta=10, sustained=False),
         ],
         "idle": {"connections": 10_000, "kib_per_connection": 46.4, "series": [(0, 1000), (10_000, 465_000)]},
-        "storm": {"all_live_s": 1.7},
+        "storm": {"all_live_s": 1.7, "failed": 0},
     }
     verdicts = {row[0]: row[3] for row in targets(results)}
+    failed_storm = targets({**results, "storm": {"all_live_s": 1.2, "failed": 3}})
+    assert [row[2:] for row in failed_storm if row[0].startswith("reconnect")] == [
+        ("3 clients failed", "**missed**")
+    ]
     assert verdicts["e2e latency, 200 answers x 50 tok/s"] == "reached"
     assert verdicts["gateway-added over the Kafka floor"] == "reached"  # 0.5 ms and 4 ms
     assert verdicts["throughput, per-token events"] == "reached"  # 20,000 tok/s sustained
