@@ -48,6 +48,8 @@ class Point:
     warmup_s: float = 2.0
     devices: int = 1
     """Clients following each answer (fan-out: many devices on one conversation)."""
+    clients: bool = True
+    """False: no clients, only the producer and the floor consumer (what the broker alone allows)."""
 
     @property
     def tokens_per_s(self) -> float:
@@ -303,9 +305,10 @@ def run_point(bootstrap: str, url: str, token: str, point: Point, pids: dict[str
     far = time.time() + duration + 180
     job = ClientsJob(url, token, [cid for cid in cids for _ in range(point.devices)], far)
     clients = ctx.Process(target=_clients, args=(job, clients_ready, queue), daemon=True)
-    clients.start()
-    if not clients_ready.wait(180):
-        raise RuntimeError("the clients did not subscribe in time")
+    if point.clients:
+        clients.start()
+        if not clients_ready.wait(180):
+            raise RuntimeError("the clients did not subscribe in time")
     floor = ctx.Process(target=_floor, args=(bootstrap, run, floor_stop, floor_ready, queue), daemon=True)
     floor.start()
     if not floor_ready.wait(60):
@@ -313,18 +316,25 @@ def run_point(bootstrap: str, url: str, token: str, point: Point, pids: dict[str
     start_at = time.time() + 1.0
     producer = ctx.Process(target=_produce, args=(bootstrap, cids, point, start_at, queue), daemon=True)
     producer.start()
-    watched = {**pids, "producer": producer.pid or 0, "clients": clients.pid or 0, "floor": floor.pid or 0}
+    watched = {**pids, "producer": producer.pid or 0, "floor": floor.pid or 0}
+    if point.clients:
+        watched["clients"] = clients.pid or 0
     time.sleep(max(0.0, start_at + point.warmup_s - time.time()))
     cpu0 = {name: cpu_seconds(pid) for name, pid in watched.items()}
     time.sleep(point.seconds)
     cpu1 = {name: cpu_seconds(pid) for name, pid in watched.items()}
     results: dict[str, Any] = {}
-    for _ in range(2):  # the producer's and the clients' reports
+    for _ in range(2 if point.clients else 1):  # the producer's and the clients' reports
         results.update(queue.get(timeout=duration + 240))
     floor_stop.set()
     results.update(queue.get(timeout=60))  # the floor's report
-    for proc in (floor, producer, clients):
+    for proc in (floor, producer, clients) if point.clients else (floor, producer):
         proc.join(30)
+    if not point.clients:
+        none = np.zeros((0, 2), dtype=np.int64)
+        results.update(
+            ws=none, sse=none, problems={"lost": 0, "duplicated": 0, "unfinished": 0, "errors": []}
+        )
     window = (int((start_at + point.warmup_s) * 1e9), int((start_at + duration) * 1e9))
     return summarize(point, results, {k: cpu1[k] - cpu0[k] for k in cpu0}, window)
 

@@ -136,6 +136,38 @@ def targets(results: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def budget_markdown(results: dict[str, Any]) -> list[str]:
+    """The e2e target's load with fewer processes sharing the machine, beside the full system."""
+    budget = results.get("budget")
+    if not budget:
+        return []
+    answers = budget["floor_alone"]["answers"]
+    rows = [
+        ("Kafka only: broker, producer, floor consumer", budget["floor_alone"], "floor_ms"),
+        ("gateway and clients, no session app", budget["no_sessions"], "latency_ms"),
+    ]
+    full = next((p for p in results.get("latency", []) if p["answers"] == answers), None)
+    if full is not None:
+        rows.append(("full system (session app too)", full, "latency_ms"))
+    out = [
+        "",
+        f"## Where the CPU goes at {answers} answers x 50 tok/s (ms; CPU in cores, 2 on this machine)",
+        "",
+    ]
+    out += ["| processes | p50 | p99 | p99.9 | floor p50 | floor p99 | CPU by process | CPU total |"]
+    out += ["| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for label, p, key in rows:
+        lat = p[key] if key == "floor_ms" else p[key]["all"]
+        use = p.get("cpu_utilisation", {})
+        cpu = ", ".join(f"{k} {v}" for k, v in sorted(use.items(), key=lambda kv: -kv[1]))
+        floor = p["floor_ms"]
+        out.append(
+            f"| {label} | {lat.get('p50')} | {lat.get('p99')} | {lat.get('p99.9')} "
+            f"| {floor.get('p50')} | {floor.get('p99')} | {cpu} | {round(sum(use.values()), 2)} |"
+        )
+    return out
+
+
 def summary_markdown(results: dict[str, Any]) -> str:
     out = [f"# tokenlog benchmark summary ({results.get('started', '')})", ""]
     out += ["| figure | target | measured | verdict |", "| --- | --- | --- | --- |"]
@@ -163,6 +195,7 @@ def summary_markdown(results: dict[str, Any]) -> str:
             cells = " | ".join(str(use.get(n, "")) for n in names)
             label = f"{p['answers']} x {p['rate_per_answer']:.0f}/s x {p['tokens_per_delta']}"
             out.append(f"| {label} | {cells} | {round(sum(use.values()), 2)} |")
+    out += budget_markdown(results)
     resume = results.get("resume", {}).get("points", [])
     if resume:
         out += ["", "## Resume: connect to first missed event (ms)", ""]

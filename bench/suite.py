@@ -30,6 +30,7 @@ from infra.settings import TopicSettings
 from infra.topics import ensure, topic_specs
 
 FULL = {
+    "budget": (200, 50.0),
     "loads": [10, 100, 200, 500],
     "rate": 50.0,
     "seconds": 10.0,
@@ -47,6 +48,7 @@ FULL = {
     },
 }
 QUICK = {
+    "budget": (50, 50.0),
     "loads": [10, 50],
     "rate": 50.0,
     "seconds": 3.0,
@@ -87,6 +89,7 @@ def run(bootstrap: str, workdir: Path, plan: dict[str, Any]) -> dict[str, Any]:
     secret = secrets.token_urlsafe(48)
     token = TokenService(secret, 3600).issue("bench")
     results: dict[str, Any] = {"plan": plan, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    results["budget"] = budget(bootstrap, secret, token, workdir, plan)
     sessions, sessions_url = start_sessions(bootstrap, workdir)
     with_sessions = {"TOKENLOG_GATEWAY_SESSIONS_URL": sessions_url}
     try:
@@ -140,6 +143,28 @@ def run(bootstrap: str, workdir: Path, plan: dict[str, Any]) -> dict[str, Any]:
     finally:
         sessions.stop()
     return results
+
+
+def budget(bootstrap: str, secret: str, token: str, workdir: Path, plan: dict[str, Any]) -> dict[str, Any]:
+    """The e2e target's load with fewer processes on the machine: the floor alone (broker,
+    producer, floor consumer), then the gateway and its clients without the session app; the
+    full system's point follows in ``latency``. Shows what each part's CPU costs the latency."""
+    answers, rate = plan["budget"]
+    broker = {"broker": broker_pid(bootstrap)}
+    out = {
+        "floor_alone": run_point(
+            bootstrap, "", token, Point(answers, rate, plan["seconds"], clients=False), broker
+        )
+    }
+    print(line("floor only", out["floor_alone"]), flush=True)
+    gateway, url = start_gateway(bootstrap, secret, workdir, "gateway-alone", {})
+    try:
+        pids = {**broker, "gateway": gateway.pid or 0}
+        out["no_sessions"] = run_point(bootstrap, url, token, Point(answers, rate, plan["seconds"]), pids)
+        print(line("no session", out["no_sessions"]), flush=True)
+    finally:
+        gateway.stop()
+    return out
 
 
 def line(kind: str, p: dict[str, Any]) -> str:

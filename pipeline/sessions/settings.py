@@ -42,8 +42,8 @@ class SessionsSettings:
     fetch_max_wait_ms: int = 50
     """...or to answer after this long: the snapshot trails the log by up to this much, and the
     app makes a fetch request per batch instead of one per token."""
-    batch_events: int = 2000
-    batch_ms: int = 50
+    batch_events: int = 5000
+    batch_ms: int = 200
     """Tokens are applied in batches of up to ``batch_events`` or what arrived within ``batch_ms``:
     each conversation's state is written once per batch, not once per token."""
     producer_linger_ms: int = 20
