@@ -95,6 +95,47 @@ class Hub:
         self._start[partition] = next_offset
         self.position[partition] = next_offset - 1
 
+    def backfill(self, partition: int, start: int, offsets: dict[str, list[int]]) -> bool:
+        """Extend the partition's coverage back to ``start``: ``offsets`` holds, per conversation,
+        the offsets of its records in ``[start, covered start)`` in order, as read from the log
+        (every record there with a key; the covered start is the tail reader's, or an earlier
+        backfill's). Afterwards a conversation absent from both has no event
+        at or after ``start``, and a resume from before the tail reader's start is a targeted
+        read. False (nothing changed) once a conversation of the partition has been forgotten."""
+        reader_start = self._start[partition]
+        if partition in self._horizon or start >= reader_start:  # (or an earlier backfill's start)
+            return False
+        limit = self.limits.index_offsets
+        for conv in self.conversations.values():
+            if conv.partition != partition:
+                continue
+            earlier = offsets.get(conv.conversation_id)
+            if not earlier:  # nothing of it in [start, reader start): complete from start
+                conv.covered_from = min(conv.covered_from, start)
+                conv.index_from = min(conv.index_from, start)
+        for cid, all_found in offsets.items():
+            index_from, found = start, all_found
+            if len(found) > limit:
+                index_from, found = found[-limit - 1] + 1, found[-limit:]
+            known = self.conversations.get(cid)
+            if known is None:
+                new = Conversation(cid, partition, covered_from=reader_start, index_from=index_from)
+                new.index = array("q", found)
+                self.conversations[cid] = new
+                self.conversations.move_to_end(cid, last=False)  # not active since the reader started
+            else:
+                known.index = array("q", found) + known.index
+                known.index_from = index_from
+            self.index_total += len(found)
+        self._start[partition] = start
+        while (
+            self.index_total > self.limits.index_total_offsets
+            or len(self.conversations) > self.limits.conversations
+        ):
+            if not self._forget_one(None):
+                break
+        return True
+
     def base(self, partition: int) -> int:
         """A conversation the hub does not hold has no event at or after this offset."""
         return max(self._start[partition], self._horizon.get(partition, -1) + 1)
@@ -219,7 +260,7 @@ class Hub:
         conv.entries = _NO_ENTRIES
         del self._windows[cid]
 
-    def _forget_one(self, keep: Conversation) -> bool:
+    def _forget_one(self, keep: Conversation | None) -> bool:
         """Forget the least recently active conversation nobody follows, window and index."""
         for cid, conv in self.conversations.items():
             if conv is keep or conv.subscribers:

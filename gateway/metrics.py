@@ -37,6 +37,12 @@ class GatewayMetrics:
         self.client_lag = Gauge(
             "tokenlog_gateway_client_lag_frames", "Most frames queued for one connection", registry=r
         )
+        self.indexed_from = Gauge(
+            "tokenlog_gateway_indexed_from",
+            "Per partition, the offset from which the offset index is complete (the backfill's start)",
+            ["partition"],
+            registry=r,
+        )
         self.reader_lag = Gauge(
             "tokenlog_gateway_reader_lag", "Records the tail reader is behind", ["partition"], registry=r
         )
@@ -52,4 +58,9 @@ class GatewayMetrics:
         )
         self.conversations = Gauge(
             "tokenlog_gateway_conversations", "Conversations the hub holds", registry=r
+        )
+        self.catchup_records = Gauge(
+            "tokenlog_gateway_catchup_records_read",
+            "Records the catch-up reads have taken from the broker since start (wanted or not)",
+            registry=r,
         )

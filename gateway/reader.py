@@ -1,6 +1,12 @@
 """The one Kafka reader of a gateway process: every assigned partition of ``conversation.tokens``
 (no consumer group, so every gateway sees every conversation it serves), from the end of the
-log at start-up, published record by record into the hub."""
+log at start-up, published record by record into the hub.
+
+Beside it, once at start-up, a **backfill** reads the last ``backfill_records`` records of each
+partition before that end (keys and offsets only, no decoding) into the hub's offset index: without
+it, a resume from before the gateway started ("beginning", an old cursor) of any conversation read
+the whole partition, once per client — after a gateway restart, a reconnect storm of such resumes
+queued for minutes."""
 
 from __future__ import annotations
 
@@ -25,8 +31,16 @@ log = logging.getLogger(__name__)
 
 class TailReader:
     def __init__(
-        self, bootstrap: str, partitions: Sequence[int], hub: Hub, epoch: str, metrics: GatewayMetrics
+        self,
+        bootstrap: str,
+        partitions: Sequence[int],
+        hub: Hub,
+        epoch: str,
+        metrics: GatewayMetrics,
+        *,
+        backfill_records: int = 0,
     ) -> None:
+        self._backfill_records = backfill_records
         self._bootstrap = bootstrap
         self._tps = [TopicPartition(TOKENS_TOPIC, p) for p in partitions]
         self._hub = hub
@@ -63,6 +77,8 @@ class TailReader:
         self.last_probe_ok = time.monotonic()
         self._consumer = consumer
         self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._probe())]
+        if self._backfill_records > 0:
+            self._tasks.append(asyncio.create_task(self._backfill({tp: int(ends[tp]) for tp in self._tps})))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -111,6 +127,52 @@ class TailReader:
                 hw = consumer.highwater(tp)
                 if hw is not None:
                     self.high_watermarks[partition] = max(self.high_watermarks[partition], hw)
+
+    async def _backfill(self, ends: dict[TopicPartition, int]) -> None:
+        """Index the records before the reader's start (see the module docstring)."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_bytes=8 * 1024 * 1024,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            client_id="tokenlog-gateway-backfill",
+        )
+        began = time.monotonic()
+        try:
+            await consumer.start()
+            firsts = await consumer.beginning_offsets(list(ends))
+            starts = {tp: max(int(firsts[tp]), end - self._backfill_records) for tp, end in ends.items()}
+            indexed = 0
+            for tp in [tp for tp in ends if starts[tp] < ends[tp]]:  # the hub takes each as it is read
+                offsets = await self._offsets_by_key(consumer, tp, starts[tp], ends[tp])
+                if self._hub.backfill(tp.partition, starts[tp], offsets):
+                    indexed += ends[tp] - starts[tp]
+                    self._metrics.indexed_from.labels(str(tp.partition)).set(starts[tp])
+            log.info("backfill: %d records indexed in %.1f s", indexed, time.monotonic() - began)
+        except (KafkaError, TimeoutError, OSError) as exc:  # the gateway serves on; old resumes read more
+            log.warning("backfill stopped: %r", exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), 5)
+
+    @staticmethod
+    async def _offsets_by_key(
+        consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int
+    ) -> dict[str, list[int]]:
+        """Per key, the offsets of ``tp``'s records in ``[start, end)``."""
+        offsets: dict[str, list[int]] = {}
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=10_000)
+            for msg in batch.get(tp, ()):
+                if msg.offset >= end:
+                    break
+                if msg.key is not None:
+                    with contextlib.suppress(UnicodeDecodeError):
+                        offsets.setdefault(msg.key.decode(), []).append(msg.offset)
+        return offsets
 
     async def _probe(self) -> None:
         """Every second: the log's end offsets (readiness: broker reachable, reader caught up)."""

@@ -173,7 +173,14 @@ class Gateway:
         )
         await asyncio.wait_for(self._producer.start(), 30)
         self._commands = Commands(self._producer, timeout_s=s.produce_timeout_s)
-        self._reader = TailReader(s.bootstrap_servers, served, self.hub, self.epoch, self.metrics)
+        self._reader = TailReader(
+            s.bootstrap_servers,
+            served,
+            self.hub,
+            self.epoch,
+            self.metrics,
+            backfill_records=s.backfill_records,
+        )
         await self._reader.start()
 
     async def stop(self) -> None:
@@ -492,3 +499,5 @@ class Gateway:
         self.metrics.client_lag.set(max((c.queued for c in self.connections), default=0))
         self.metrics.window_events.set(self.hub.window_total)
         self.metrics.conversations.set(len(self.hub.conversations))
+        if self._catchup is not None:
+            self.metrics.catchup_records.set(self._catchup.records_read)

@@ -46,6 +46,10 @@ class GatewaySettings:
     index_total_offsets: int = 5_000_000
     conversations: int = 200_000
     """Conversations remembered (window or index); beyond it the least recently active is forgotten."""
+    backfill_records: int = 100_000
+    """At start-up, the offsets of this many records per partition before the tail reader's start
+    are indexed (keys only, ~1 us a record), so resumes from before the start read only their own
+    records; 0: none."""
     queue_frames: int = 4096
     """Frames queued per connection; a client further behind is told to resume."""
     heartbeat_s: float = 15.0
@@ -91,6 +95,7 @@ class GatewaySettings:
             index_offsets=env_int(env, "TOKENLOG_GATEWAY_INDEX_OFFSETS", d.index_offsets),
             index_total_offsets=env_int(env, "TOKENLOG_GATEWAY_INDEX_TOTAL_OFFSETS", d.index_total_offsets),
             conversations=env_int(env, "TOKENLOG_GATEWAY_CONVERSATIONS", d.conversations),
+            backfill_records=env_int(env, "TOKENLOG_GATEWAY_BACKFILL_RECORDS", d.backfill_records),
             queue_frames=env_int(env, "TOKENLOG_GATEWAY_QUEUE_FRAMES", d.queue_frames),
             heartbeat_s=env_float(env, "TOKENLOG_GATEWAY_HEARTBEAT_S", d.heartbeat_s),
             retry_ms=env_int(env, "TOKENLOG_GATEWAY_RETRY_MS", d.retry_ms),

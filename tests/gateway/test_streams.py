@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from typing import Any
 
 import httpx
@@ -11,8 +12,8 @@ import pytest
 
 from gateway.client import Client, Follower
 from tests.gateway.stack import GatewayProc, Stack, assert_matches_log, events_of, offset_of, until_all
-from tests.harness import unique
-from tests.pipeline.helpers import all_finished, read_transcript
+from tests.harness import unique, wait_for
+from tests.pipeline.helpers import all_finished, read_transcript, same_partition_ids
 
 pytestmark = pytest.mark.integration
 
@@ -208,3 +209,60 @@ def test_a_gateway_killed_mid_answer_the_client_resumes_exactly_on_another_gatew
 ) -> None:
     doomed = stack.start_gateway("gateway-doomed")
     asyncio.run(_failover(stack, doomed, gw2))
+
+
+async def _filler(bootstrap: str, key: str, count: int) -> None:
+    """``count`` records of another conversation (not tokenlog events: the readers skip them)."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send("conversation.tokens", b"filler", key=key.encode()) for _ in range(count)
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def _indexed_from(gw: GatewayProc, partition: int) -> int | None:
+    text = httpx.get(f"{gw.url}/metrics", timeout=10).text
+    found = re.search(
+        rf'^tokenlog_gateway_indexed_from{{partition="{partition}"}} (\S+)$', text, re.MULTILINE
+    )
+    return int(float(found.group(1))) if found else None
+
+
+async def _from_the_beginning(stack: Stack, gw: GatewayProc) -> None:
+    (filler, cid), partition = same_partition_ids("conv", 2, 12)
+    await _filler(stack.bootstrap, filler, 700)  # more than a targeted read reads through (512)
+    async with Client(gw.url, stack.token("alice")) as client:
+        accepted = await client.prompt(cid, "Old [[tokens=20]] [[rate=0]]", prompt_id="p-1")
+    assert accepted["partition"] == partition
+    transcript = await read_transcript(stack.bootstrap, partition, [cid], all_finished(["p-1"]))
+    first, last = transcript.events[0][0], transcript.events[-1][0]
+    late = stack.start_gateway("gateway-late")  # its tail reader starts after the whole answer
+
+    def indexed() -> bool:
+        since = _indexed_from(late, partition)
+        return since is not None and since <= first
+
+    await wait_for(indexed, timeout_s=60)
+    read_before = late.metric("tokenlog_gateway_catchup_records_read")
+    async with Client(late.url, stack.token("alice")) as client:
+        for transport in ("ws", "sse"):
+            follower = client.follow(cid, transport=transport, cursor="beginning")
+            await follower.once(until=completed(accepted["response_id"]))
+            assert_matches_log(follower, transcript)
+    read = late.metric("tokenlog_gateway_catchup_records_read") - read_before
+    assert 0 < read <= 2 * (last - first + 1), f"{read} records read: the resume scanned the partition"
+    assert late.metric("tokenlog_gateway_resumes_total", path="seek") >= 2
+
+
+def test_a_gateway_started_after_an_answer_resumes_it_from_the_beginning_reading_only_its_records(
+    stack: Stack, gw: GatewayProc
+) -> None:
+    """The backfill indexes the log before the tail reader's start: without it, every such resume
+    read the partition from its start (a reconnect storm after a gateway restart queued minutes)."""
+    asyncio.run(_from_the_beginning(stack, gw))

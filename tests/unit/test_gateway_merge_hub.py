@@ -215,6 +215,38 @@ def test_the_index_budget_forgets_a_conversation_whole_and_moves_the_partitions_
     assert hub.from_memory("idle", 0, 1, 4) == []
 
 
+def test_a_backfill_extends_coverage_to_before_the_readers_start() -> None:
+    hub = Hub(HubLimits(index_offsets=2))
+    hub.start(0, 100)  # the reader started at offset 100
+    hub.publish(0, CID, delta(100, 3))
+    hub.subscribe("quiet", 0, Sink())
+    assert hub.offsets(CID, 0, -1, 100) is None, "before the backfill: not known before 100"
+    assert hub.from_memory("unseen", 0, 49, 100) is None
+    # Records 50..99: CID at 60, 70, 80; "older" at 55; nothing of "quiet" or "unseen".
+    assert hub.backfill(0, 50, {CID: [60, 70, 80], "older": [55]})
+    assert hub.offsets(CID, 0, 49, 100) is None, "only its last 2 offsets are kept (index_offsets)"
+    assert hub.offsets(CID, 0, 60, 100) == [70, 80, 100]
+    assert hub.offsets("older", 0, 49, 100) == [55]
+    assert hub.from_memory("older", 0, 54, 100) is None, "its events are indexed, not in memory"
+    assert hub.from_memory("quiet", 0, 49, 100) == [], "followed, nothing written since 50"
+    assert hub.from_memory("unseen", 0, 49, 100) == [], "no event at or after 50"
+    assert hub.from_memory("unseen", 0, 48, 100) is None, "49 was not read"
+    assert hub.index_total == 2 + 1 + 1
+    assert not hub.backfill(0, 50, {}), "nothing new to cover"
+    assert hub.backfill(0, 40, {"oldest": [45]}), "further back: records 40..49"
+    assert hub.offsets("oldest", 0, 39, 100) == [45]
+    assert hub.from_memory("unseen", 0, 39, 100) == []
+
+
+def test_a_backfill_is_refused_once_the_partition_has_forgotten_a_conversation() -> None:
+    hub = Hub(HubLimits(conversations=1))
+    hub.start(0, 10)
+    hub.publish(0, "a", delta(10, 0, rid="r-a"))
+    hub.publish(0, "b", delta(11, 0, rid="r-b"))  # "a" forgotten: the horizon moved
+    assert not hub.backfill(0, 0, {"a": [5]})
+    assert hub.offsets("a", 0, 4, 11) is None
+
+
 def test_subscribers_get_events_after_the_splice_and_conversations_they_follow_are_kept() -> None:
     hub = Hub(HubLimits(window_events=10, window_total_events=2))
     hub.start(0, 0)
