@@ -69,7 +69,16 @@ def start_gateway(
     wait_until(lambda: http_ok(f"{url}/readyz")() or not proc.running(), 60, what=f"{name} ready")
     if not proc.running():
         raise RuntimeError(f"{name} did not start: {proc.log_path.read_text()[-2000:]}")
+    # Measure a warm gateway: its start-up backfill of the log's offset index has finished.
+    wait_until(lambda: indexed(url), 120, what=f"{name} backfill")
     return proc, url
+
+
+def indexed(url: str) -> bool:
+    try:
+        return bool(httpx.get(f"{url}/readyz", timeout=5).json().get("indexed"))
+    except (httpx.HTTPError, ValueError):
+        return False
 
 
 def start_sessions(bootstrap: str, workdir: Path) -> tuple[ManagedProcess, str]:

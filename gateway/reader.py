@@ -41,6 +41,8 @@ class TailReader:
         backfill_records: int = 0,
     ) -> None:
         self._backfill_records = backfill_records
+        self.indexed = backfill_records <= 0
+        """The start-up backfill has finished (or there is none)."""
         self._bootstrap = bootstrap
         self._tps = [TopicPartition(TOKENS_TOPIC, p) for p in partitions]
         self._hub = hub
@@ -150,6 +152,7 @@ class TailReader:
                     indexed += ends[tp] - starts[tp]
                     self._metrics.indexed_from.labels(str(tp.partition)).set(starts[tp])
             log.info("backfill: %d records indexed in %.1f s", indexed, time.monotonic() - began)
+            self.indexed = True
         except (KafkaError, TimeoutError, OSError) as exc:  # the gateway serves on; old resumes read more
             log.warning("backfill stopped: %r", exc)
         finally:

@@ -211,6 +211,7 @@ class Gateway:
         detail: dict[str, object] = {
             "broker_reachable": reachable,
             "reader_lag": sum(lags.values()),
+            "indexed": reader.indexed,
             "draining": self.draining,
         }
         return reachable and caught_up and not self.draining, detail
