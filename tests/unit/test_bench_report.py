@@ -59,3 +59,18 @@ def test_each_target_gets_the_verdict_its_figures_earn(tmp_path: Path) -> None:
     summary = write_report(results, tmp_path)
     assert "| e2e latency, 200 answers x 50 tok/s |" in summary
     assert {p.name for p in tmp_path.iterdir()} >= {"results.json", "summary.md", "latency.png", "memory.png"}
+
+
+def test_the_cpu_budget_table_puts_kafka_alone_beside_the_system(tmp_path: Path) -> None:
+    results: dict[str, Any] = {
+        "latency": [_point(200, 40, 200, 12, 90)],
+        "budget": {"floor_alone": _point(200, 0, 0, 2.5, 31), "no_sessions": _point(200, 14, 95, 4, 38)},
+    }
+    write_report(results, tmp_path)
+    summary = (tmp_path / "summary.md").read_text()
+    labels = ("| Kafka only", "| gateway and clients", "| full system")
+    rows = [line for line in summary.splitlines() if line.startswith(labels)]
+    assert rows[0].startswith("| Kafka only: broker, producer, floor consumer | 2.5 | 31 |")
+    assert rows[1].startswith("| gateway and clients, no session app | 14 | 95 |")
+    assert rows[2].startswith("| full system (session app too) | 40 | 200 |")
+    assert rows[0].endswith("| gateway 0.5, broker 0.3 | 0.8 |")
