@@ -81,8 +81,9 @@ def indexed(url: str) -> bool:
         return False
 
 
-def start_sessions(bootstrap: str, workdir: Path) -> tuple[ManagedProcess, str]:
+def start_sessions(bootstrap: str, workdir: Path, app_id: str = "") -> tuple[ManagedProcess, str]:
     """The session-state app (its snapshots serve the gateway's hydrates)."""
+    app_id = app_id or f"bench-sessions-{uuid.uuid4().hex[:8]}"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = ManagedProcess(
@@ -92,7 +93,7 @@ def start_sessions(bootstrap: str, workdir: Path) -> tuple[ManagedProcess, str]:
         env={
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "TOKENLOG_SESSIONS_APP_ID": f"bench-sessions-{uuid.uuid4().hex[:8]}",
+            "TOKENLOG_SESSIONS_APP_ID": app_id,
             "TOKENLOG_SESSIONS_PORT": str(port),
             "TOKENLOG_SESSIONS_DATA_DIR": str(workdir / "sessions-data"),
         },
@@ -237,6 +238,10 @@ async def idle_connections(url: str, pid: int, token: str, count: int) -> dict[s
     }
 
 
+WARMUP_RESUMES = 10
+"""Resumes per transport and gateway before the measured ones."""
+
+
 async def measure(
     bootstrap: str, workdir: Path, *, resumes: int, missed: list[int], connections: int
 ) -> dict[str, Any]:
@@ -255,6 +260,12 @@ async def measure(
         figures: dict[str, Any] = {"resumes_per_point": resumes, "points": []}
         async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_keepalive_connections=0)) as http:
             for path, url in (("memory", mem_url), ("seek", seek_url)):
+                # Warm-up, not measured: a fresh process's first streams pay for lazy set-up
+                # (one 30-80 ms outlier in the first point's 100 resumes made its p99).
+                cursor = Cursor(epoch, int(part), offsets[len(offsets) - 1 - missed[0]]).format()
+                for _ in range(WARMUP_RESUMES):
+                    await resume_sse(http, url, cid, token=token, cursor=cursor, missed=missed[0])
+                    await resume_ws(url, cid, token, cursor, missed[0])
                 for n in missed:
                     cursor = Cursor(epoch, int(part), offsets[len(offsets) - 1 - n]).format()
                     for transport in ("sse", "ws"):

@@ -21,11 +21,13 @@ from bench.gateway import idle_connections, start_gateway, start_sessions
 from bench.gateway import measure as resume_measure
 from bench.load import Point, run_point
 from bench.report import write_report
+from bench.sessions import lag
 from bench.storm import storm
 from bench.traffic import measure as traffic_measure
 from bench.worker import RESULTS, kafka
 from gateway.auth import TokenService
 from infra.broker import cluster_metadata
+from infra.process import wait_until
 from infra.settings import TopicSettings
 from infra.topics import ensure, topic_specs
 
@@ -90,7 +92,19 @@ def run(bootstrap: str, workdir: Path, plan: dict[str, Any]) -> dict[str, Any]:
     token = TokenService(secret, 3600).issue("bench")
     results: dict[str, Any] = {"plan": plan, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     results["budget"] = budget(bootstrap, secret, token, workdir, plan)
-    sessions, sessions_url = start_sessions(bootstrap, workdir)
+    app_id = f"bench-sessions-{secrets.token_hex(4)}"
+    sessions, sessions_url = start_sessions(bootstrap, workdir, app_id)
+
+    def settle() -> float:
+        """Wait until the session app has caught up (a point's backlog is not the next point's
+        load); the seconds it took."""
+        began = time.monotonic()
+        try:
+            wait_until(lambda: asyncio.run(lag(bootstrap, app_id)) == 0, 300, interval_s=0.5, what="sessions")
+        except TimeoutError:
+            return -1.0  # still behind: the point runs anyway (recorded as -1)
+        return round(time.monotonic() - began, 1)
+
     with_sessions = {"TOKENLOG_GATEWAY_SESSIONS_URL": sessions_url}
     try:
         gateway, url = start_gateway(bootstrap, secret, workdir, "gateway-load", with_sessions)
@@ -98,7 +112,9 @@ def run(bootstrap: str, workdir: Path, plan: dict[str, Any]) -> dict[str, Any]:
         try:
             results["latency"] = []
             for answers in plan["loads"]:
+                waited = settle()
                 point = run_point(bootstrap, url, token, Point(answers, plan["rate"], plan["seconds"]), pids)
+                point["sessions_catch_up_s"] = waited
                 results["latency"].append(point)
                 print(line("latency", point), flush=True)
             fan = plan["fanout"]
@@ -114,6 +130,7 @@ def run(bootstrap: str, workdir: Path, plan: dict[str, Any]) -> dict[str, Any]:
             print(f"reconnect storm: {results['storm']}", flush=True)
             results["throughput"] = []
             for answers, rate, per_delta in plan["ceiling"]:
+                settle()
                 point = run_point(
                     bootstrap, url, token, Point(answers, rate, plan["seconds"], per_delta), pids
                 )
