@@ -128,12 +128,7 @@ class Hub:
                 known.index_from = index_from
             self.index_total += len(found)
         self._start[partition] = start
-        while (
-            self.index_total > self.limits.index_total_offsets
-            or len(self.conversations) > self.limits.conversations
-        ):
-            if not self._forget_one(None):
-                break
+        self._forget_over_budget(None)
         return True
 
     def base(self, partition: int) -> int:
@@ -236,8 +231,13 @@ class Hub:
         while self.window_total > limits.window_total_events:
             if not self._shed_window(conv):
                 break
+        self._forget_over_budget(conv)
+
+    def _forget_over_budget(self, keep: Conversation | None) -> None:
+        """Forget conversations (never ``keep``) until the index budgets hold again."""
+        limits = self.limits
         while self.index_total > limits.index_total_offsets or len(self.conversations) > limits.conversations:
-            if not self._forget_one(conv):
+            if not self._forget_one(keep):
                 break
 
     def _shed_window(self, keep: Conversation) -> bool:
