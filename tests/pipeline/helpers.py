@@ -183,6 +183,39 @@ def start_sessions(
     return proc, url
 
 
+async def caught_up(bootstrap: str, url: str, cid: str, timeout_s: float = 180.0) -> None:
+    """Wait until the session app at ``url`` has applied every tokens record written so far in the
+    partition of ``cid`` (not yet in the log). A new app reads the topic from its beginning: in the
+    full suite that is every earlier test's answers, and a test that needs the app to keep pace
+    with an answer as it is written waits for this first."""
+    import httpx
+
+    from schemas.cursor import Cursor, parse
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout_s
+            last: Any = None
+            while loop.time() < deadline:
+                response = await client.get(f"{url}/sessions/{cid}")
+                last = (response.status_code, response.text[:300])
+                if response.status_code == 404:
+                    body = response.json()
+                    tp = TopicPartition(TOKENS_TOPIC, body["partition"])
+                    end = (await consumer.end_offsets([tp]))[tp]
+                    cursor = parse(body["cursor"]) if body["cursor"] else None
+                    applied = cursor.last_offset if isinstance(cursor, Cursor) else -1
+                    if applied >= end - 1:
+                        return
+                await asyncio.sleep(0.1)
+            raise TimeoutError(f"the session app did not catch up with {cid}'s partition; last: {last}")
+    finally:
+        await consumer.stop()
+
+
 def get_snapshot(url: str, cid: str) -> tuple[int, Any]:
     import httpx
 

@@ -18,6 +18,7 @@ from schemas.registry import TOKENS_TOPIC
 from tests.harness import ServiceRunner, unique
 from tests.pipeline.helpers import (
     all_finished,
+    caught_up,
     get_snapshot,
     read_transcript,
     snapshot_at,
@@ -170,6 +171,8 @@ def test_sigkill_mid_answer_then_restart_recovers_without_doubling_or_losing_tex
     env = {"TOKENLOG_SESSIONS_STORE": store}
     first, url = start_sessions(services, bootstrap, "s1", app_id, data_dir=data_dir, env=env)
     cid = unique("conv")
+    # The kill must come mid-answer in the app too: let it read the earlier tests' tokens first.
+    asyncio.run(caught_up(bootstrap, url, cid))
     done = PromptSubmitted(cid, "p-1", "u-1", "Short [[tokens=10]] [[rate=0]]", now_ms())
     running = PromptSubmitted(cid, "p-2", "u-1", "Long [[tokens=150]] [[rate=40]]", now_ms())
     [(partition, _), _] = asyncio.run(submit(bootstrap, done, running))
