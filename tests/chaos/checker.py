@@ -13,8 +13,9 @@ and per answer:
   client received, differs from the log's;
 - ``terminal_missing`` / ``terminal_doubled``: a finished answer's terminal event not received,
   or more than one terminal event (of writers not fenced) received for an answer;
-- ``fenced``: an event of a fenced writer (the replay verifier's ``fenced``) that the client's
-  fold accepted;
+- ``fenced``: an event of a fenced writer (the replay verifier's ``fenced``) written after its
+  answer's takeover record that the client's fold accepted (one written before that record is
+  applied and then cut back by the takeover, which ``text_mismatch`` judges);
 - ``unknown``: an event frame whose offset the log does not hold for the conversation;
 - ``resync``: the gateway replaced the client's state with a snapshot. In these scenarios every
   cursor stays valid, so a resync is counted as a failure too.
@@ -33,7 +34,14 @@ from gateway.wire import is_event, record_of
 from pipeline.replay.verify import AnswerAudit, Kind
 from schemas.answers import AnswerFold, Verdict
 from schemas.cursor import Cursor, parse
-from schemas.records import ResponseCancelled, ResponseCompleted, ResponseFailed, TokenEvent
+from schemas.records import (
+    ResponseCancelled,
+    ResponseCompleted,
+    ResponseFailed,
+    ResponseResumed,
+    ResponseStarted,
+    TokenEvent,
+)
 
 KINDS = (
     "lost",
@@ -84,21 +92,32 @@ class LogSide:
     events: list[tuple[int, TokenEvent]]
     """(offset, event) in offset order."""
     fenced: frozenset[int] = frozenset()
-    """Offsets the replay verifier found written by a fenced worker."""
+    """Offsets the replay verifier found written by a fenced worker *after* the takeover record
+    of its answer: a client holds the new attempt by then and must reject them."""
     answers: dict[str, AnswerFold] = field(default_factory=dict)
     """Each answer folded by the reader rule."""
+    dropped: frozenset[int] = frozenset()
+    """Offsets the verifier found written by the old worker after its successor read the answer
+    but *before* the successor's takeover record: a client applies them (nothing fences them yet)
+    and the takeover cuts them back; the answer's text check judges the result."""
 
     @classmethod
     def of(cls, events: Iterable[tuple[int, TokenEvent]], partition: int = 0) -> LogSide:
         ordered = sorted(events, key=lambda pair: pair[0])
         audits: dict[str, AnswerAudit] = {}
         folds: dict[str, AnswerFold] = {}
+        after_takeover: set[int] = set()
+        fence: dict[str, int] = {}
         for offset, event in ordered:
             rid = event.response_id
             audits.setdefault(rid, AnswerAudit(rid, partition)).feed(offset, event)
             folds.setdefault(rid, AnswerFold(rid)).apply(event)
+            if event.attempt < fence.get(rid, 0):
+                after_takeover.add(offset)
+            if isinstance(event, ResponseResumed | ResponseStarted):
+                fence[rid] = max(fence.get(rid, 0), event.attempt)
         fenced = {f.offset for audit in audits.values() for f in audit.close() if f.kind is Kind.FENCED}
-        return cls(ordered, frozenset(fenced), folds)
+        return cls(ordered, frozenset(fenced & after_takeover), folds, frozenset(fenced - after_takeover))
 
 
 def offset_of(frame: dict[str, Any]) -> int:
@@ -140,7 +159,7 @@ def check(log: LogSide, frames: Sequence[dict[str, Any]], *, after: int, name: s
         verdict = folds.setdefault(event.response_id, AnswerFold(event.response_id)).apply(event)
         if offset in log.fenced and verdict is Verdict.ACCEPTED:
             tally.add("fenced", f"{name} applied the fenced write at offset {offset}")
-        if isinstance(event, TERMINAL) and offset not in log.fenced:
+        if isinstance(event, TERMINAL) and offset not in log.fenced and offset not in log.dropped:
             terminals[event.response_id] += 1
     tally.events_checked = len(wanted)
     last_received = max(received, default=after)

@@ -24,6 +24,7 @@ from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from gateway.client import Client, Follower
@@ -118,6 +119,26 @@ class World:
         name = f"gateway-r{self.restarts['gateway']}"
         self.gateway = await asyncio.to_thread(self.stack.start_gateway, name, self.gateway_env)
         proxy.retarget("127.0.0.1", int(self.gateway.url.rsplit(":", 1)[1]))
+
+    async def handed_over(self, worker: ManagedProcess, timeout_s: float = 60) -> None:
+        """Until the workers' group has dropped ``worker`` (its session timed out) and settled
+        again: the other members hold its partitions."""
+        client_id = f"tokenlog-worker-{worker.name}"
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.stack.bootstrap)
+        await admin.start()
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout_s
+            while loop.time() < deadline:
+                [response] = await admin.describe_consumer_groups([self.stack.worker_group])
+                [group] = response.to_object()["groups"]
+                members = {m["client_id"] for m in group["members"]}
+                if group["state"] == "Stable" and members and client_id not in members:
+                    return
+                await asyncio.sleep(0.2)
+            raise TimeoutError(f"the group still had {client_id} after {timeout_s}s")
+        finally:
+            await admin.close()
 
     async def restart_worker(self, index: int) -> None:
         """A fresh worker in the group in place of ``workers[index]`` (killed or not)."""
