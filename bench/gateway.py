@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import secrets
@@ -36,6 +37,7 @@ from bench.worker import RESULTS, kafka
 from gateway.auth import TokenService
 from gateway.wire import SSEDecoder
 from infra.broker import cluster_metadata
+from infra.gcpause import GcPauses
 from infra.process import ManagedProcess, free_port, wait_until
 from infra.services import http_ok
 from infra.settings import TopicSettings
@@ -238,8 +240,26 @@ async def idle_connections(url: str, pid: int, token: str, count: int) -> dict[s
     }
 
 
+async def gc_pauses_over(url: str, seconds: float) -> float:
+    """Garbage collections of the gateway at ``url`` so far that took longer than ``seconds`` (a
+    bucket bound of ``tokenlog_gateway_gc_pause_seconds``), all generations."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        text = (await http.get(f"{url}/metrics")).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("tokenlog_gateway_gc_pause_seconds_bucket{"):
+            count = float(line.split()[-1])
+            if 'le="+Inf"' in line:
+                total += count
+            elif f'le="{seconds}"' in line:
+                total -= count
+    return total
+
+
 WARMUP_RESUMES = 10
 """Resumes per transport and gateway before the measured ones."""
+GC_PAUSE_NOTED_S = 0.005
+"""Gateway collections longer than this are counted per resume point."""
 
 
 async def measure(
@@ -252,12 +272,19 @@ async def measure(
     gw_seek, seek_url = start_gateway(
         bootstrap, secret, workdir, "gateway-seek", {"TOKENLOG_GATEWAY_WINDOW_EVENTS": "16"}
     )
+    client_pauses: list[float] = []
+    recorder = GcPauses(lambda _generation, seconds: client_pauses.append(seconds))
     try:
         cid = f"bench-{uuid.uuid4().hex[:12]}"
         total = max(missed) + 10
         part, offsets = await write_answer(bootstrap, cid, total)
         epoch = str((await cluster_metadata(bootstrap, timeout_s=30))["cluster_id"])
         figures: dict[str, Any] = {"resumes_per_point": resumes, "points": []}
+        # The measuring process's own collector must not pause a resume it times: what it holds
+        # now is frozen out of its collections, and the pauses left are recorded per point.
+        gc.collect()
+        gc.freeze()
+        recorder.install()
         async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_keepalive_connections=0)) as http:
             for path, url in (("memory", mem_url), ("seek", seek_url)):
                 # Warm-up, not measured: a fresh process's first streams pay for lazy set-up
@@ -270,6 +297,8 @@ async def measure(
                     cursor = Cursor(epoch, int(part), offsets[len(offsets) - 1 - n]).format()
                     for transport in ("sse", "ws"):
                         firsts, alls = [], []
+                        client_before = len(client_pauses)
+                        gateway_before = await gc_pauses_over(url, GC_PAUSE_NOTED_S)
                         for _ in range(resumes):
                             if transport == "sse":
                                 first, done = await resume_sse(
@@ -287,6 +316,11 @@ async def measure(
                                 "missed": n,
                                 "first_event": first_p,
                                 "all_events": all_p,
+                                "client_gc_max_ms": round(
+                                    max(client_pauses[client_before:], default=0) * 1e3, 3
+                                ),
+                                "gateway_gc_over_5ms": await gc_pauses_over(url, GC_PAUSE_NOTED_S)
+                                - gateway_before,
                             }
                         )
                         print(
@@ -304,6 +338,8 @@ async def measure(
             print(f"  idle websocket connections: {figures['idle']}", flush=True)
         return figures
     finally:
+        recorder.uninstall()
+        gc.unfreeze()
         gw_mem.stop()
         gw_seek.stop()
 

@@ -64,3 +64,10 @@ class GatewayMetrics:
             "Records the catch-up reads have taken from the broker since start (wanted or not)",
             registry=r,
         )
+        self.gc_pause = Histogram(
+            "tokenlog_gateway_gc_pause_seconds",
+            "Garbage collections of this process, by generation: the process writes no frame during one",
+            ["generation"],
+            buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5),
+            registry=r,
+        )

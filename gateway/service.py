@@ -61,6 +61,7 @@ from gateway.snapshots import Snapshot, Snapshots
 from gateway.wire import control_json
 from infra.broker import cluster_metadata
 from infra.errors import InfraError
+from infra.gcpause import GcPauses
 from infra.topics import partition_for, shared_partition_count
 from schemas.cursor import Position, Sentinel, check
 from schemas.errors import CursorError
@@ -137,12 +138,15 @@ class Gateway:
         self._catchup: CatchUp | None = None
         self._snapshots: Snapshots | None = None
         self._producer: AIOKafkaProducer | None = None
+        pause = self.metrics.gc_pause
+        self._gc_pauses = GcPauses(lambda generation, seconds: pause.labels(str(generation)).observe(seconds))
         self._commands: Commands | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         s = self.settings
+        self._gc_pauses.install()
         self.epoch = await resolve_epoch(s)
         try:  # the same co-partitioning check as the worker's and the session app's
             self.partition_count = await shared_partition_count(
@@ -184,6 +188,7 @@ class Gateway:
         await self._reader.start()
 
     async def stop(self) -> None:
+        self._gc_pauses.uninstall()
         self.drain()
         if self._reader is not None:
             await self._reader.stop()

@@ -256,6 +256,8 @@ def test_operations_routes_and_the_openapi_document(stack: Stack, gw: GatewayPro
             "tokenlog_gateway_slow_client_closes_total",
         ):
             assert name in metrics
+        # Every collection is timed (a young one comes every few hundred allocations).
+        assert gw.metric("tokenlog_gateway_gc_pause_seconds_count", generation="0") > 0
         paths = http.get("/openapi.json").json()["paths"]
         for path in (
             "/v1/conversations/{cid}/prompts",
