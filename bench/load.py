@@ -254,16 +254,20 @@ async def _clients_async(job: ClientsJob, ready: Any, out: Any) -> None:
 # --------------------------------------------------------------------------- the floor
 
 
-def _floor(bootstrap: str, prefix: str, stop: Any, ready: Any, out: Any) -> None:
-    asyncio.run(_floor_async(bootstrap, prefix, stop, ready, out))
+def _floor(bootstrap: str, prefix: str, signals: tuple[Any, Any, Any], out: Any) -> None:
+    """``signals``: (stop, ready, expected) shared with the parent."""
+    asyncio.run(_floor_async(bootstrap, prefix, signals, out))
 
 
-async def _floor_async(bootstrap: str, prefix: str, stop: Any, ready: Any, out: Any) -> None:
+async def _floor_async(bootstrap: str, prefix: str, signals: tuple[Any, Any, Any], out: Any) -> None:
+    """Record every delta of this run until told to stop, and then until it has the ``expected``
+    number (the producer's count) or a minute has passed: a floor that trails is measured, not cut."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from infra.settings import TopicSettings
     from schemas.registry import TOKENS_TOPIC
 
+    stop, ready, expected = signals
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=500)
     await consumer.start()
     samples: list[tuple[int, int]] = []
@@ -276,7 +280,12 @@ async def _floor_async(bootstrap: str, prefix: str, stop: Any, ready: Any, out: 
             await consumer.position(tp)
         ready.set()
         cpu0 = time.process_time()
-        while not stop.is_set():
+        deadline = None
+        while True:
+            if stop.is_set():
+                deadline = deadline or time.monotonic() + 60
+                if len(samples) >= expected.value or time.monotonic() > deadline:
+                    break
             batches = await consumer.getmany(timeout_ms=200)
             now = time.time_ns()
             for records in batches.values():
@@ -302,6 +311,7 @@ def run_point(bootstrap: str, url: str, token: str, point: Point, pids: dict[str
     duration = point.warmup_s + point.seconds
     queue: Any = ctx.Queue()
     clients_ready, floor_ready, floor_stop = ctx.Event(), ctx.Event(), ctx.Event()
+    floor_expected = ctx.Value("q", 0)
     far = time.time() + duration + 180
     job = ClientsJob(url, token, [cid for cid in cids for _ in range(point.devices)], far)
     clients = ctx.Process(target=_clients, args=(job, clients_ready, queue), daemon=True)
@@ -309,7 +319,9 @@ def run_point(bootstrap: str, url: str, token: str, point: Point, pids: dict[str
         clients.start()
         if not clients_ready.wait(180):
             raise RuntimeError("the clients did not subscribe in time")
-    floor = ctx.Process(target=_floor, args=(bootstrap, run, floor_stop, floor_ready, queue), daemon=True)
+    floor = ctx.Process(
+        target=_floor, args=(bootstrap, run, (floor_stop, floor_ready, floor_expected), queue), daemon=True
+    )
     floor.start()
     if not floor_ready.wait(60):
         raise RuntimeError("the floor consumer did not start")
@@ -326,8 +338,9 @@ def run_point(bootstrap: str, url: str, token: str, point: Point, pids: dict[str
     results: dict[str, Any] = {}
     for _ in range(2 if point.clients else 1):  # the producer's and the clients' reports
         results.update(queue.get(timeout=duration + 240))
+    floor_expected.value = results["sent"]
     floor_stop.set()
-    results.update(queue.get(timeout=60))  # the floor's report
+    results.update(queue.get(timeout=120))  # the floor's report
     for proc in (floor, producer, clients) if point.clients else (floor, producer):
         proc.join(30)
     if not point.clients:
@@ -369,6 +382,7 @@ def summarize(
         "offered_events_per_s": point.answers * point.rate,
         "sent": results["sent"],
         "delivered": delivered,
+        "floor_received": len(floor),
         "problems": results["problems"],
         "producer_late": results["late"],
         "latency_ms": system,

@@ -60,6 +60,8 @@ def targets(results: dict[str, Any]) -> list[Row]:
         points = [p for p in through if (p["tokens_per_delta"] > 1) == coalesced]
         best = max((p["offered_tokens_per_s"] for p in points if p.get("sustained")), default=None)
         measured = "-" if not points else f"{best:,.0f} tok/s sustained" if best else "none sustained"
+        if not coalesced:
+            measured += floor_at_goal(results, goal)
         rows.append(
             (
                 f"throughput, {label}",
@@ -136,6 +138,19 @@ def targets(results: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def floor_at_goal(results: dict[str, Any], goal: float) -> str:
+    """What Kafka alone (broker, producer, floor consumer) did at the goal's load, if measured."""
+    at = [p for p in results.get("budget", {}).get("floor_ceiling", []) if p["offered_tokens_per_s"] >= goal]
+    if not at:
+        return ""
+    p = at[0]
+    kept = "kept up" if p.get("sustained") else "fell behind"
+    return (
+        f"; Kafka alone at {p['offered_tokens_per_s']:,.0f} {kept}: floor p50 {p['floor_ms'].get('p50')} / "
+        f"p99 {p['floor_ms'].get('p99')} ms on {round(sum(p.get('cpu_utilisation', {}).values()), 2)} cores"
+    )
+
+
 def budget_markdown(results: dict[str, Any]) -> list[str]:
     """The e2e target's load with fewer processes sharing the machine, beside the full system."""
     budget = results.get("budget")
@@ -165,6 +180,22 @@ def budget_markdown(results: dict[str, Any]) -> list[str]:
             f"| {label} | {lat.get('p50')} | {lat.get('p99')} | {lat.get('p99.9')} "
             f"| {floor.get('p50')} | {floor.get('p99')} | {cpu} | {round(sum(use.values()), 2)} |"
         )
+    ceiling = budget.get("floor_ceiling", [])
+    if ceiling:
+        out += ["", "## Kafka alone at higher per-token loads (broker, producer, floor consumer; ms)", ""]
+        columns = ["tok/s", "received", "floor p50", "floor p99", "floor p99.9", "producer late p99"]
+        columns += ["kept up", "CPU by process", "CPU total"]
+        out += ["| " + " | ".join(columns) + " |"]
+        out += ["| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for p in ceiling:
+            use = p.get("cpu_utilisation", {})
+            cpu = ", ".join(f"{k} {v}" for k, v in sorted(use.items(), key=lambda kv: -kv[1]))
+            floor, late = p["floor_ms"], p.get("producer_late", {})
+            out.append(
+                f"| {p['offered_tokens_per_s']:,.0f} | {p.get('floor_received', 0):,}/{p['sent']:,} "
+                f"| {floor.get('p50')} | {floor.get('p99')} | {floor.get('p99.9')} | {late.get('p99', '-')} "
+                f"| {'yes' if p.get('sustained') else 'no'} | {cpu} | {round(sum(use.values()), 2)} |"
+            )
     return out
 
 
@@ -200,14 +231,16 @@ def summary_markdown(results: dict[str, Any]) -> str:
     if resume:
         out += ["", "## Resume: connect to first missed event (ms)", ""]
         out += [
-            "| path | transport | missed | p50 | p90 | p99 | all missed p50 |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "| path | transport | missed | p50 | p90 | p99 | all missed p50 | bench GC max "
+            "| gateway GCs > 5 ms |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for r in resume:
             f, a = r["first_event"], r["all_events"]
             out.append(
                 f"| {r['path']} | {r['transport']} | {r['missed']} | {f['p50_ms']} | {f['p90_ms']} "
-                f"| {f['p99_ms']} | {a['p50_ms']} |"
+                f"| {f['p99_ms']} | {a['p50_ms']} | {r.get('client_gc_max_ms', '-')} "
+                f"| {r.get('gateway_gc_over_5ms', '-')} |"
             )
     traffic = results.get("traffic", [])
     if traffic:

@@ -33,6 +33,7 @@ from infra.topics import ensure, topic_specs
 
 FULL = {
     "budget": (200, 50.0),
+    "floor_ceiling": [(200, 100.0)],
     "loads": [10, 100, 200, 500],
     "rate": 50.0,
     "seconds": 10.0,
@@ -51,6 +52,7 @@ FULL = {
 }
 QUICK = {
     "budget": (50, 50.0),
+    "floor_ceiling": [(50, 100.0)],
     "loads": [10, 50],
     "rate": 50.0,
     "seconds": 3.0,
@@ -84,6 +86,13 @@ def sustained(point: dict[str, Any]) -> bool:
     clean = not problems["lost"] and not problems["duplicated"] and not problems["unfinished"]
     complete = point["delivered"] == point["sent"] * point["devices"]
     return clean and complete and point["latency_ms"]["all"].get("p99", 1e9) < 1000
+
+
+def floor_sustained(point: dict[str, Any]) -> bool:
+    """Kafka alone kept up: the floor consumer got every record and its p99 is under a second."""
+    received: int = point["floor_received"]
+    p99: float = point["floor_ms"].get("p99", 1e9)
+    return received >= point["sent"] and p99 < 1000
 
 
 def run(bootstrap: str, workdir: Path, plan: dict[str, Any]) -> dict[str, Any]:
@@ -168,12 +177,21 @@ def budget(bootstrap: str, secret: str, token: str, workdir: Path, plan: dict[st
     full system's point follows in ``latency``. Shows what each part's CPU costs the latency."""
     answers, rate = plan["budget"]
     broker = {"broker": broker_pid(bootstrap)}
-    out = {
+    out: dict[str, Any] = {
         "floor_alone": run_point(
             bootstrap, "", token, Point(answers, rate, plan["seconds"], clients=False), broker
         )
     }
     print(line("floor only", out["floor_alone"]), flush=True)
+    # The per-token throughput target's load on Kafka alone: what is left for everything else.
+    out["floor_ceiling"] = []
+    for answers_at, rate_at in plan.get("floor_ceiling", []):
+        point = run_point(
+            bootstrap, "", token, Point(answers_at, rate_at, plan["seconds"], clients=False), broker
+        )
+        point["sustained"] = floor_sustained(point)
+        out["floor_ceiling"].append(point)
+        print(line("floor only", point), f"sustained: {point['sustained']}", flush=True)
     gateway, url = start_gateway(bootstrap, secret, workdir, "gateway-alone", {})
     try:
         pids = {**broker, "gateway": gateway.pid or 0}

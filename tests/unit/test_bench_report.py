@@ -74,3 +74,30 @@ def test_the_cpu_budget_table_puts_kafka_alone_beside_the_system(tmp_path: Path)
     assert rows[1].startswith("| gateway and clients, no session app | 14 | 95 |")
     assert rows[2].startswith("| full system (session app too) | 40 | 200 |")
     assert rows[0].endswith("| gateway 0.5, broker 0.3 | 0.8 |")
+
+
+def test_kafka_alone_at_the_per_token_goal_is_reported_beside_the_verdict(tmp_path: Path) -> None:
+    behind = {
+        **_point(400, 0, 0, 2400, 4300),
+        "offered_tokens_per_s": 20_000.0,
+        "floor_received": 990,
+        "sustained": False,
+        "producer_late": {"p99": 310.5},
+    }
+    results: dict[str, Any] = {
+        "throughput": [_point(200, 40, 300, 12, 70), _point(400, 2000, 4000, 1900, 3900, sustained=False)],
+        "budget": {
+            "floor_alone": _point(200, 0, 0, 2.5, 31),
+            "no_sessions": _point(200, 14, 95, 4, 38),
+            "floor_ceiling": [behind],
+        },
+    }
+    [row] = [r for r in targets(results) if r[0] == "throughput, per-token events"]
+    assert row[2] == (
+        "10,000 tok/s sustained; Kafka alone at 20,000 fell behind: floor p50 2400 / p99 4300 ms on 0.8 cores"
+    )
+    assert row[3] == "**missed**"
+    write_report(results, tmp_path)
+    summary = (tmp_path / "summary.md").read_text()
+    table_row = "| 20,000 | 990/1,000 | 2400 | 4300 | 4300 | 310.5 | no | gateway 0.5, broker 0.3 | 0.8 |"
+    assert table_row in summary
