@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from gateway.wire import control_json, event_json
+from schemas.chain import GENESIS, seal
 from schemas.cursor import Cursor
 from schemas.records import (
     ResponseCompleted,
@@ -102,6 +103,33 @@ def test_a_fenced_write_applied_by_the_client_a_doubled_terminal_an_unknown_even
 
     resync = orjson.loads(control_json("resync", reason="gap", cursor=Cursor("e", 0, 13).format()))
     assert counts(check(log, [*frames(events)[:4], resync, *frames(events)[4:]], after=-1)) == {"resync": 1}
+
+
+def test_a_write_that_landed_between_the_successors_read_and_its_takeover_is_applied_then_cut_back() -> None:
+    """The old worker woke after its successor read the answer (seq 0) but before the successor's
+    takeover record: nothing fences its seq 1 yet, so a client applies it; the takeover (after
+    seq 0) cuts it back. Only the answer's text judges that client."""
+    started = seal(ResponseStarted(CID, "r-2", "p-2", "u", "q", "m", 0), GENESIS)
+    read = seal(TokenDelta(CID, "r-2", 0, "a", 0), started.hash)  # what the successor read
+    stale = seal(TokenDelta(CID, "r-2", 1, "stale", 0), read.hash)
+    takeover = seal(ResponseResumed(CID, "r-2", 1, 0, ResumeMode.CONTINUE, 0), read.hash)
+    delta = seal(TokenDelta(CID, "r-2", 1, "b", 0, 1), takeover.hash)
+    done = seal(ResponseCompleted(CID, "r-2", 1, 0, attempt=1), delta.hash)
+    events: list[tuple[int, TokenEvent]] = list(
+        zip(range(20, 26), [started, read, stale, takeover, delta, done], strict=True)
+    )
+    log = LogSide.of(events)
+    assert log.dropped == {22}
+    assert log.fenced == frozenset()
+    assert log.answers["r-2"].text == "ab"
+    tally = check(log, frames(events), after=-1)
+    assert tally.clean, tally.details
+    # A client that missed the takeover keeps the stale text: the text check catches it.
+    assert counts(check(log, frames(events, [20, 21, 22, 24, 25]), after=-1)) == {
+        "lost": 1,
+        "gap": 1,
+        "text_mismatch": 1,
+    }
 
 
 def test_every_kind_is_in_the_row() -> None:
