@@ -231,16 +231,16 @@ def summary_markdown(results: dict[str, Any]) -> str:
     if resume:
         out += ["", "## Resume: connect to first missed event (ms)", ""]
         out += [
-            "| path | transport | missed | p50 | p90 | p99 | all missed p50 | bench GC max "
+            "| path | transport | missed | resumes | p50 | p90 | p99 | all missed p50 | bench GC max "
             "| gateway GCs > 5 ms |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for r in resume:
             f, a = r["first_event"], r["all_events"]
             out.append(
-                f"| {r['path']} | {r['transport']} | {r['missed']} | {f['p50_ms']} | {f['p90_ms']} "
-                f"| {f['p99_ms']} | {a['p50_ms']} | {r.get('client_gc_max_ms', '-')} "
-                f"| {r.get('gateway_gc_over_5ms', '-')} |"
+                f"| {r['path']} | {r['transport']} | {r['missed']} | {f['n']} "
+                f"| {f['p50_ms']} | {f['p90_ms']} | {f['p99_ms']} | {a['p50_ms']} "
+                f"| {r.get('client_gc_max_ms', '-')} | {r.get('gateway_gc_over_5ms', '-')} |"
             )
     traffic = results.get("traffic", [])
     if traffic:

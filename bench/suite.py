@@ -39,7 +39,7 @@ FULL = {
     "seconds": 10.0,
     "ceiling": [(200, 50.0, 1), (200, 100.0, 1), (200, 200.0, 1), (200, 50.0, 10), (200, 100.0, 10)],
     "missed": [10, 100, 1000, 10000],
-    "resumes": 100,
+    "resumes": 1000,
     "idle": 10000,
     "fanout": {"rate": 100.0, "devices": 300},
     "storm": {"clients": 1000, "conversations": 100},
