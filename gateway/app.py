@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import re
@@ -138,6 +139,10 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await gw.start()
         log.info("gateway serving partitions %s of log epoch %s", sorted(gw.served), gw.epoch)
+        if settings.gc_freeze:
+            gc.collect()
+            gc.freeze()
+            gw.metrics.gc_frozen.set(gc.get_freeze_count())
         try:
             yield
         finally:

@@ -64,6 +64,11 @@ class GatewayMetrics:
             "Records the catch-up reads have taken from the broker since start (wanted or not)",
             registry=r,
         )
+        self.gc_frozen = Gauge(
+            "tokenlog_gateway_gc_frozen_objects",
+            "Objects moved out of the collector's reach at start (TOKENLOG_GATEWAY_GC_FREEZE)",
+            registry=r,
+        )
         self.gc_pause = Histogram(
             "tokenlog_gateway_gc_pause_seconds",
             "Garbage collections of this process, by generation: the process writes no frame during one",

@@ -69,6 +69,10 @@ class GatewaySettings:
     ready_max_lag: int = 10_000
     """Readiness: the tail reader is at most this many events behind in every partition."""
     shutdown_grace_s: float = 5.0
+    gc_freeze: bool = True
+    """Once started, move every object the process holds by then (the imported libraries, mostly)
+    out of the collector's reach (``gc.freeze``): a full collection then walks only what serving
+    created, not the whole heap, and pauses the streams for that much less."""
     send_buffer_bytes: int = 0
     """SO_SNDBUF of client connections (inherited from the listening socket); 0: the kernel's
     autotuning. A small value bounds kernel memory per slow client, at some throughput cost."""
@@ -111,6 +115,7 @@ class GatewaySettings:
             catchup_timeout_s=env_float(env, "TOKENLOG_GATEWAY_CATCHUP_TIMEOUT_S", d.catchup_timeout_s),
             produce_timeout_s=env_float(env, "TOKENLOG_GATEWAY_PRODUCE_TIMEOUT_S", d.produce_timeout_s),
             ready_max_lag=env_int(env, "TOKENLOG_GATEWAY_READY_MAX_LAG", d.ready_max_lag),
+            gc_freeze=env_bool(env, "TOKENLOG_GATEWAY_GC_FREEZE", d.gc_freeze),
             shutdown_grace_s=env_float(env, "TOKENLOG_GATEWAY_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
             send_buffer_bytes=env_int(env, "TOKENLOG_GATEWAY_SEND_BUFFER_BYTES", d.send_buffer_bytes),
         )

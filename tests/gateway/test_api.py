@@ -258,6 +258,8 @@ def test_operations_routes_and_the_openapi_document(stack: Stack, gw: GatewayPro
             assert name in metrics
         # Every collection is timed (a young one comes every few hundred allocations).
         assert gw.metric("tokenlog_gateway_gc_pause_seconds_count", generation="0") > 0
+        # What start-up left (the libraries, mostly) is out of every later collection's walk.
+        assert gw.metric("tokenlog_gateway_gc_frozen_objects") > 10_000
         paths = http.get("/openapi.json").json()["paths"]
         for path in (
             "/v1/conversations/{cid}/prompts",
