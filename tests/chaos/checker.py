@@ -34,14 +34,7 @@ from gateway.wire import is_event, record_of
 from pipeline.replay.verify import AnswerAudit, Kind
 from schemas.answers import AnswerFold, Verdict
 from schemas.cursor import Cursor, parse
-from schemas.records import (
-    ResponseCancelled,
-    ResponseCompleted,
-    ResponseFailed,
-    ResponseResumed,
-    ResponseStarted,
-    TokenEvent,
-)
+from schemas.records import ResponseCancelled, ResponseCompleted, ResponseFailed, TokenEvent
 
 KINDS = (
     "lost",
@@ -107,15 +100,13 @@ class LogSide:
         audits: dict[str, AnswerAudit] = {}
         folds: dict[str, AnswerFold] = {}
         after_takeover: set[int] = set()
-        fence: dict[str, int] = {}
         for offset, event in ordered:
             rid = event.response_id
-            audits.setdefault(rid, AnswerAudit(rid, partition)).feed(offset, event)
-            folds.setdefault(rid, AnswerFold(rid)).apply(event)
-            if event.attempt < fence.get(rid, 0):
+            audit = audits.setdefault(rid, AnswerAudit(rid, partition))
+            if event.attempt < audit.fence:  # the verifier's own fence: a takeover is already in the log
                 after_takeover.add(offset)
-            if isinstance(event, ResponseResumed | ResponseStarted):
-                fence[rid] = max(fence.get(rid, 0), event.attempt)
+            audit.feed(offset, event)
+            folds.setdefault(rid, AnswerFold(rid)).apply(event)
         fenced = {f.offset for audit in audits.values() for f in audit.close() if f.kind is Kind.FENCED}
         return cls(ordered, frozenset(fenced & after_takeover), folds, frozenset(fenced - after_takeover))
 
