@@ -138,6 +138,13 @@ def targets(results: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def cpu_by_process(point: dict[str, Any]) -> tuple[str, float]:
+    """A point's CPU by process, largest first ("gateway 0.5, broker 0.3"), and its total in cores."""
+    use: dict[str, float] = point.get("cpu_utilisation", {})
+    by_process = ", ".join(f"{k} {v}" for k, v in sorted(use.items(), key=lambda kv: -kv[1]))
+    return by_process, round(sum(use.values()), 2)
+
+
 def floor_at_goal(results: dict[str, Any], goal: float) -> str:
     """What Kafka alone (broker, producer, floor consumer) did at the goal's load, if measured."""
     at = [p for p in results.get("budget", {}).get("floor_ceiling", []) if p["offered_tokens_per_s"] >= goal]
@@ -147,7 +154,7 @@ def floor_at_goal(results: dict[str, Any], goal: float) -> str:
     kept = "kept up" if p.get("sustained") else "fell behind"
     return (
         f"; Kafka alone at {p['offered_tokens_per_s']:,.0f} {kept}: floor p50 {p['floor_ms'].get('p50')} / "
-        f"p99 {p['floor_ms'].get('p99')} ms on {round(sum(p.get('cpu_utilisation', {}).values()), 2)} cores"
+        f"p99 {p['floor_ms'].get('p99')} ms on {cpu_by_process(p)[1]} cores"
     )
 
 
@@ -173,12 +180,11 @@ def budget_markdown(results: dict[str, Any]) -> list[str]:
     out += ["| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for label, p, key in rows:
         lat = p[key] if key == "floor_ms" else p[key]["all"]
-        use = p.get("cpu_utilisation", {})
-        cpu = ", ".join(f"{k} {v}" for k, v in sorted(use.items(), key=lambda kv: -kv[1]))
+        cpu, total = cpu_by_process(p)
         floor = p["floor_ms"]
         out.append(
             f"| {label} | {lat.get('p50')} | {lat.get('p99')} | {lat.get('p99.9')} "
-            f"| {floor.get('p50')} | {floor.get('p99')} | {cpu} | {round(sum(use.values()), 2)} |"
+            f"| {floor.get('p50')} | {floor.get('p99')} | {cpu} | {total} |"
         )
     ceiling = budget.get("floor_ceiling", [])
     if ceiling:
@@ -188,13 +194,12 @@ def budget_markdown(results: dict[str, Any]) -> list[str]:
         out += ["| " + " | ".join(columns) + " |"]
         out += ["| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for p in ceiling:
-            use = p.get("cpu_utilisation", {})
-            cpu = ", ".join(f"{k} {v}" for k, v in sorted(use.items(), key=lambda kv: -kv[1]))
+            cpu, total = cpu_by_process(p)
             floor, late = p["floor_ms"], p.get("producer_late", {})
             out.append(
                 f"| {p['offered_tokens_per_s']:,.0f} | {p.get('floor_received', 0):,}/{p['sent']:,} "
                 f"| {floor.get('p50')} | {floor.get('p99')} | {floor.get('p99.9')} | {late.get('p99', '-')} "
-                f"| {'yes' if p.get('sustained') else 'no'} | {cpu} | {round(sum(use.values()), 2)} |"
+                f"| {'yes' if p.get('sustained') else 'no'} | {cpu} | {total} |"
             )
     return out
 
