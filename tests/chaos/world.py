@@ -36,7 +36,7 @@ from schemas.registry import TOKENS_TOPIC
 from tests.chaos.checker import LogSide, Tally, check, offset_of
 from tests.chaos.proxy import FaultProxy, ProxyThread
 from tests.gateway.stack import GatewayProc, Stack
-from tests.harness import ServiceRunner, unique
+from tests.harness import ServiceRunner, unique, wait_for
 from tests.pipeline.helpers import start_sessions, start_worker
 
 WORKER = {"TOKENLOG_WORKER_COALESCE_MS": "0"}
@@ -126,17 +126,17 @@ class World:
         client_id = f"tokenlog-worker-{worker.name}"
         admin = AIOKafkaAdminClient(bootstrap_servers=self.stack.bootstrap)
         await admin.start()
+
+        async def settled_without_it() -> bool:
+            [response] = await admin.describe_consumer_groups([self.stack.worker_group])
+            [group] = response.to_object()["groups"]
+            members = {m["client_id"] for m in group["members"]}
+            return group["state"] == "Stable" and bool(members) and client_id not in members
+
         try:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout_s
-            while loop.time() < deadline:
-                [response] = await admin.describe_consumer_groups([self.stack.worker_group])
-                [group] = response.to_object()["groups"]
-                members = {m["client_id"] for m in group["members"]}
-                if group["state"] == "Stable" and members and client_id not in members:
-                    return
-                await asyncio.sleep(0.2)
-            raise TimeoutError(f"the group still had {client_id} after {timeout_s}s")
+            await wait_for(settled_without_it, timeout_s=timeout_s, interval_s=0.2)
+        except TimeoutError as exc:
+            raise TimeoutError(f"the group still had {client_id} after {timeout_s}s") from exc
         finally:
             await admin.close()
 

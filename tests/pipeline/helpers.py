@@ -18,7 +18,7 @@ from schemas.codec import PROMPTS, TOKENS
 from schemas.errors import DecodeError
 from schemas.records import PromptRecord, ResponseStarted, TokenEvent
 from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
-from tests.harness import ServiceRunner
+from tests.harness import ServiceRunner, wait_for
 
 
 async def submit(bootstrap: str, *records: PromptRecord) -> list[tuple[int, int]]:
@@ -194,24 +194,26 @@ async def caught_up(bootstrap: str, url: str, cid: str, timeout_s: float = 180.0
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
+    last: Any = None
     try:
         async with httpx.AsyncClient(timeout=10) as client:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout_s
-            last: Any = None
-            while loop.time() < deadline:
+
+            async def applied_to_the_end() -> bool:
+                nonlocal last
                 response = await client.get(f"{url}/sessions/{cid}")
                 last = (response.status_code, response.text[:300])
-                if response.status_code == 404:
-                    body = response.json()
-                    tp = TopicPartition(TOKENS_TOPIC, body["partition"])
-                    end = (await consumer.end_offsets([tp]))[tp]
-                    cursor = parse(body["cursor"]) if body["cursor"] else None
-                    applied = cursor.last_offset if isinstance(cursor, Cursor) else -1
-                    if applied >= end - 1:
-                        return
-                await asyncio.sleep(0.1)
-            raise TimeoutError(f"the session app did not catch up with {cid}'s partition; last: {last}")
+                if response.status_code != 404:
+                    return False
+                body = response.json()
+                tp = TopicPartition(TOKENS_TOPIC, body["partition"])
+                end: int = (await consumer.end_offsets([tp]))[tp]
+                cursor = parse(body["cursor"]) if body["cursor"] else None
+                applied = cursor.last_offset if isinstance(cursor, Cursor) else -1
+                return applied >= end - 1
+
+            await wait_for(applied_to_the_end, timeout_s=timeout_s, interval_s=0.1)
+    except TimeoutError as exc:
+        raise TimeoutError(f"the session app did not catch up with {cid}'s partition; last: {last}") from exc
     finally:
         await consumer.stop()
 
