@@ -153,6 +153,8 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
     # Per tokens partition, the last offset this worker has applied: a conversation it does not
     # know has no event at or below it, so a gateway can hydrate a new one without a log scan.
     applied: dict[int, int] = {}
+    tokens_applied = metrics.applied.labels(TOKENS_TOPIC)
+    tokens_ignored = metrics.ignored.labels(TOKENS_TOPIC)
 
     @app.agent(tokens)
     async def apply_tokens(stream: Any) -> None:
@@ -171,6 +173,7 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
         last_event: dict[bytes, Any] = {}
         upto: dict[int, int] = {}
         out: list[dict[str, Any]] = []
+        changed = decoded = 0
         for event in events:
             partition, offset = event.message.partition, event.message.offset
             upto[partition] = offset
@@ -193,8 +196,8 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
                 out.append(metric)
             state[key] = (updated, live_after)
             last_event[key] = event
-            changed = updated is not session or live_after is not answer
-            (metrics.applied if changed else metrics.ignored).labels(TOKENS_TOPIC).inc()
+            changed += updated is not session or live_after is not answer
+            decoded += 1
         for key, (session, answer) in state.items():
             before_session, before_answer = loaded[key]
             if session is before_session and answer is before_answer:
@@ -207,6 +210,8 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
         if events:
             stream._set_current_event(events[-1])
         applied.update(upto)
+        tokens_applied.inc(changed)
+        tokens_ignored.inc(decoded - changed)
         return out
 
     @app.agent(usage_topic)

@@ -1,4 +1,9 @@
-"""The changelog codec of the session tables: the state dataclasses as JSON (orjson)."""
+"""The changelog codec of the session tables: the state dataclasses as JSON (orjson).
+
+A value is one JSON object: ``"kind"`` (``session`` or ``live``) followed by the dataclass's
+fields (``state.to_dict``'s form). orjson writes the frozen dataclasses itself, in C: walking them
+in Python (``to_dict``) was a tenth of the session app's CPU at 10,000 tokens/s, most of it on a
+live answer's ``chunk_ends``, which grows by one number per token."""
 
 from __future__ import annotations
 
@@ -7,15 +12,18 @@ from typing import Any
 import orjson
 from faust.serializers import codecs
 
-from pipeline.sessions.state import LiveAnswer, Session, live_from_dict, session_from_dict, to_dict
+from pipeline.sessions.state import LiveAnswer, Session, live_from_dict, session_from_dict
 
 STATE_CODEC = "tokenlog.session-state"
+_SESSION = b'{"kind":"session",'
+_LIVE = b'{"kind":"live",'
 
 
 class StateCodec(codecs.Codec):
     def _dumps(self, obj: Any) -> bytes:
-        kind = "session" if isinstance(obj, Session) else "live"
-        return orjson.dumps({"kind": kind, **to_dict(obj)})
+        # The fields are never empty, so the object opens with '{' and a field: "kind" goes first.
+        kind = _SESSION if isinstance(obj, Session) else _LIVE
+        return kind + orjson.dumps(obj)[1:]
 
     def _loads(self, s: bytes) -> Any:
         data = orjson.loads(s)

@@ -131,6 +131,27 @@ def test_state_round_trips_through_its_json_form() -> None:
     assert live_from_dict(to_dict(live)) == live
 
 
+def test_the_changelog_codec_writes_the_json_form_with_its_kind_and_reads_it_back() -> None:
+    """Values already in a changelog (written as ``{"kind": ..., **to_dict(value)}``) still load."""
+    import orjson
+
+    from pipeline.sessions.codec import StateCodec
+
+    codec = StateCodec()
+    log = answer("r-1", "p-1", ["a", "b"]) + answer("r-2", "p-2", ["c", "d", "e"], first_offset=4)
+    session, live = run_log(log[:-1])
+    session = evolve_session(session, PromptSubmitted(C, "p-3", "u-1", "q3", 9), 9)
+    assert session.turns
+    assert session.pending
+    assert live.turn is not None
+    assert live.ended is not None
+    for kind, value in (("session", session), ("live", live), ("live", LiveAnswer())):
+        encoded = codec.dumps(value)
+        assert orjson.loads(encoded) == {"kind": kind, **to_dict(value)}
+        assert codec.loads(encoded) == value
+        assert codec.loads(orjson.dumps({"kind": kind, **to_dict(value)})) == value
+
+
 def test_a_prompt_applied_after_its_answer_is_not_left_pending() -> None:
     """The prompts and tokens agents run independently: a prompt event may trail its answer."""
     log = answer("r-1", "p-1", ["a"])
