@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 
@@ -159,7 +160,6 @@ def _clients(job: ClientsJob, ready: Any, out: Any) -> None:
 
 
 async def _clients_async(job: ClientsJob, ready: Any, out: Any) -> None:
-    import httpx
     import orjson
     import websockets
 
@@ -206,41 +206,63 @@ async def _clients_async(job: ClientsJob, ready: Any, out: Any) -> None:
                 elif on_frame(frame, state, "ws"):
                     return
 
-    async def sse_client(http: httpx.AsyncClient, cid: str) -> None:
+    async def sse_client(cid: str) -> None:
+        # HTTP/1.1 over asyncio streams: httpx (anyio's library sniffing and a selector
+        # register/unregister per read) cost this process more CPU than the frames themselves,
+        # CPU the measured processes share.
         state = {"seq": -1}
         decoder = SSEDecoder()
-        params = {"access_token": token, "cursor": "now"}
-        async with http.stream("GET", f"{url}/v1/conversations/{cid}/events", params=params) as response:
+        host, port = urlsplit(url).hostname or "127.0.0.1", urlsplit(url).port or 80
+        query = urlencode({"access_token": token, "cursor": "now"})
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 60)
+        try:
+            writer.write(
+                f"GET /v1/conversations/{cid}/events?{query} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                "Accept: text/event-stream\r\n\r\n".encode()
+            )
+            status = await reader.readline()
+            if status.split(b" ", 2)[1:2] != [b"200"]:
+                raise RuntimeError(f"the events stream answered {status!r}")
+            chunked = False
+            while (header := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = header.partition(b":")
+                chunked |= name.strip().lower() == b"transfer-encoding" and b"chunked" in value.lower()
             note_subscribed()  # the stream is open: events from here on are delivered
-            async for chunk in response.aiter_raw():
-                for _, _, data in decoder.feed(chunk):
-                    if data and on_frame(orjson.loads(data), state, "sse"):
+            while True:
+                if chunked:
+                    size = int((await reader.readline()).split(b";", 1)[0], 16)
+                    data = (await reader.readexactly(size + 2))[:size]
+                else:
+                    data = await reader.read(65536)
+                if not data:
+                    return
+                for _, _, frame in decoder.feed(data):
+                    if frame and on_frame(orjson.loads(frame), state, "sse"):
                         return
+        finally:
+            writer.close()
 
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(None, connect=60), limits=limits) as http:
+    async def client(i: int, cid: str) -> None:
+        try:
+            await (ws_client(cid) if i % 2 == 0 else sse_client(cid))
+        except Exception as exc:
+            problems["errors"].append(f"{cid}: {exc!r}"[:300])
+            if not all_subscribed.is_set():
+                note_subscribed()
+            raise
 
-        async def client(i: int, cid: str) -> None:
-            try:
-                await (ws_client(cid) if i % 2 == 0 else sse_client(http, cid))
-            except Exception as exc:
-                problems["errors"].append(f"{cid}: {exc!r}"[:300])
-                if not all_subscribed.is_set():
-                    note_subscribed()
-                raise
-
-        tasks = [asyncio.create_task(client(i, cid)) for i, cid in enumerate(cids)]
-        await asyncio.wait_for(all_subscribed.wait(), 120)
-        await asyncio.sleep(0.5)  # the SSE streams' first bytes have gone through the gateway
-        ready.set()
-        cpu0 = time.process_time()
-        done, still = await asyncio.wait(tasks, timeout=max(1.0, deadline - time.time()))
-        for task in still:
-            task.cancel()
-        problems["unfinished"] = len(still)
-        for task in done:
-            if task.exception() is not None:
-                problems["unfinished"] += 1
+    tasks = [asyncio.create_task(client(i, cid)) for i, cid in enumerate(cids)]
+    await asyncio.wait_for(all_subscribed.wait(), 120)
+    await asyncio.sleep(0.5)  # the SSE streams' first bytes have gone through the gateway
+    ready.set()
+    cpu0 = time.process_time()
+    done, still = await asyncio.wait(tasks, timeout=max(1.0, deadline - time.time()))
+    for task in still:
+        task.cancel()
+    problems["unfinished"] = len(still)
+    for task in done:
+        if task.exception() is not None:
+            problems["unfinished"] += 1
     out.put(
         {
             "ws": np.array(samples["ws"], dtype=np.int64).reshape(-1, 2),
