@@ -43,9 +43,10 @@ class SessionsSettings:
     """...or to answer after this long: the snapshot trails the log by up to this much, and the
     app makes a fetch request per batch instead of one per token."""
     batch_events: int = 5000
-    batch_ms: int = 200
+    batch_ms: int = 500
     """Tokens are applied in batches of up to ``batch_events`` or what arrived within ``batch_ms``:
-    each conversation's state is written once per batch, not once per token."""
+    each conversation's state is written once per batch, not once per token (at 10,000 tokens/s,
+    0.76 cores with 200 ms, 0.66 with 500)."""
     producer_linger_ms: int = 20
     """How long a table write waits for others to share its changelog request (one request per
     token before)."""
