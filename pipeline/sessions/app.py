@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from dataclasses import replace
 from datetime import timedelta
@@ -29,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from infra.broker import cluster_metadata
 from infra.errors import InfraError
+from infra.priority import lower_priority
 from infra.topics import TopicSpec, ensure, shared_partition_count
 from pipeline.sessions import kafka
 from pipeline.sessions.analytics import add, answer_metric, public
@@ -328,6 +330,10 @@ def changelog_specs(settings: SessionsSettings) -> list[TopicSpec]:
 
 
 def run(settings: SessionsSettings) -> NoReturn:
+    # Before Faust starts its threads: they inherit the nice value.
+    lowered = lower_priority(settings.nice)
+    if lowered:  # Faust has not set up logging yet
+        print(f"sessions: CPU priority lowered ({', '.join(lowered)})", file=sys.stderr, flush=True)
     try:
         # The tables share the source topics' partition count (co-partitioning).
         partitions = asyncio.run(

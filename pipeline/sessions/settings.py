@@ -47,6 +47,10 @@ class SessionsSettings:
     """Tokens are applied in batches of up to ``batch_events`` or what arrived within ``batch_ms``:
     each conversation's state is written once per batch, not once per token (at 10,000 tokens/s,
     0.76 cores with 200 ms, 0.66 with 500)."""
+    nice: int = 10
+    """CPU priority below the services on a client's path (``infra.priority``): the app is
+    background work (a new device's snapshot tolerates a lag the gateway splices over), so on a
+    busy shared machine the broker and the gateway run first. 0 leaves it as started."""
     producer_linger_ms: int = 20
     """How long a table write waits for others to share its changelog request (one request per
     token before)."""
@@ -78,6 +82,7 @@ class SessionsSettings:
             batch_events=env_int(env, "TOKENLOG_SESSIONS_BATCH_EVENTS", d.batch_events),
             batch_ms=env_int(env, "TOKENLOG_SESSIONS_BATCH_MS", d.batch_ms),
             producer_linger_ms=env_int(env, "TOKENLOG_SESSIONS_PRODUCER_LINGER_MS", d.producer_linger_ms),
+            nice=env_int(env, "TOKENLOG_SESSIONS_NICE", d.nice),
         )
 
     def table_options(self) -> dict[str, int]:
