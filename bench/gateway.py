@@ -32,6 +32,7 @@ import httpx
 import orjson
 import websockets
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.worker import RESULTS, kafka
 from gateway.auth import TokenService
@@ -180,15 +181,28 @@ async def resume_ws(url: str, cid: str, token: str, cursor: str, missed: int) ->
     raise AssertionError(f"socket closed after {got} of {missed} events")
 
 
+def metric_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample called ``name`` in a Prometheus text exposition."""
+    return [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+async def scrape(url: str, http: httpx.AsyncClient | None = None) -> str:
+    """The gateway's /metrics text (through ``http`` when given)."""
+    if http is not None:
+        return (await http.get(f"{url}/metrics")).text
+    async with httpx.AsyncClient(timeout=10) as own:
+        return (await own.get(f"{url}/metrics")).text
+
+
 async def resumes_by_path(url: str) -> dict[str, float]:
     """The gateway's resumes so far, by the path that served them (its /metrics)."""
-    async with httpx.AsyncClient(timeout=10) as http:
-        text = (await http.get(f"{url}/metrics")).text
-    return {
-        line.split('path="')[1].split('"')[0]: float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith("tokenlog_gateway_resumes_total{")
-    }
+    samples = metric_samples(await scrape(url), "tokenlog_gateway_resumes_total")
+    return {labels["path"]: value for labels, value in samples}
 
 
 def rss_kib(pid: int) -> int:
@@ -219,12 +233,10 @@ async def idle_connections(url: str, pid: int, token: str, count: int) -> dict[s
         opened = time.perf_counter() - began
         await asyncio.sleep(1.0)
         after = rss_kib(pid)
-        async with httpx.AsyncClient() as http:
-            metrics = (await http.get(f"{url}/metrics")).text
         held = next(
-            float(line.split()[-1])
-            for line in metrics.splitlines()
-            if line.startswith('tokenlog_gateway_connections{transport="ws"}')
+            value
+            for labels, value in metric_samples(await scrape(url), "tokenlog_gateway_connections")
+            if labels.get("transport") == "ws"
         )
     finally:
         for ws in sockets:
@@ -243,16 +255,13 @@ async def idle_connections(url: str, pid: int, token: str, count: int) -> dict[s
 async def gc_pauses_over(url: str, seconds: float) -> float:
     """Garbage collections of the gateway at ``url`` so far that took longer than ``seconds`` (a
     bucket bound of ``tokenlog_gateway_gc_pause_seconds``), all generations."""
-    async with httpx.AsyncClient(timeout=10) as http:
-        text = (await http.get(f"{url}/metrics")).text
     total = 0.0
-    for line in text.splitlines():
-        if line.startswith("tokenlog_gateway_gc_pause_seconds_bucket{"):
-            count = float(line.split()[-1])
-            if 'le="+Inf"' in line:
-                total += count
-            elif f'le="{seconds}"' in line:
-                total -= count
+    for labels, count in metric_samples(await scrape(url), "tokenlog_gateway_gc_pause_seconds_bucket"):
+        le = float(labels["le"])
+        if le == float("inf"):
+            total += count
+        elif le == seconds:
+            total -= count
     return total
 
 

@@ -212,7 +212,8 @@ async def _clients_async(job: ClientsJob, ready: Any, out: Any) -> None:
         # CPU the measured processes share.
         state = {"seq": -1}
         decoder = SSEDecoder()
-        host, port = urlsplit(url).hostname or "127.0.0.1", urlsplit(url).port or 80
+        where = urlsplit(url)
+        host, port = where.hostname or "127.0.0.1", where.port or 80
         query = urlencode({"access_token": token, "cursor": "now"})
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 60)
         try:

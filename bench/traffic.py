@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaProducer
 
-from bench.gateway import percentiles, resume_sse, resume_ws
+from bench.gateway import metric_samples, percentiles, resume_sse, resume_ws, scrape
 from infra.settings import TopicSettings
 from infra.topics import partition_for
 from schemas.codec import TOKENS
@@ -79,12 +79,7 @@ async def caught_up(http: httpx.AsyncClient, url: str, timeout_s: float = 180.0)
     deadline = time.monotonic() + timeout_s
     clean_since: float | None = None
     while time.monotonic() < deadline:
-        text = (await http.get(f"{url}/metrics")).text
-        lags = [
-            float(line.split()[-1])
-            for line in text.splitlines()
-            if line.startswith("tokenlog_gateway_reader_lag{")
-        ]
+        lags = [value for _, value in metric_samples(await scrape(url, http), "tokenlog_gateway_reader_lag")]
         now = time.monotonic()
         if lags and max(lags) <= 0:
             clean_since = clean_since or now

@@ -76,8 +76,8 @@ class StepFirst(Service):
             return await super().wait_first(*coros, timeout=timeout)  # type: ignore[arg-type]  # mode: None is its default
         finished, value = run_until_suspended(first)
         if not finished:
-            more = coros[1:]
-            return await super().wait_first(resumed(first, value), *more, timeout=timeout)  # type: ignore[arg-type]
+            rest = (resumed(first, value), *coros[1:])
+            return await super().wait_first(*rest, timeout=timeout)  # type: ignore[arg-type]
         for other in coros[1:]:
             if isinstance(other, Coroutine):
                 other.close()  # never started: closing it is all it needs
