@@ -3,8 +3,9 @@
 The tail reader publishes every record of the partitions it reads, in order. For each
 conversation it has seen, the hub keeps
 
-- a **window** of its most recent events (``Entry``), complete from ``covered_from``: every event
-  of the conversation at or after that offset is in it;
+- a **window** of its most recent events, complete from ``covered_from``: every event of the
+  conversation at or after that offset is in it. It holds them packed (``gateway.entry.pack``):
+  plain tuples the garbage collector stops tracking, so a full collection does not walk the window;
 - an **offset index** of its events, complete from ``index_from``, so a seek reads only the
   offsets it needs instead of everything in between;
 - its **subscribers** (connections), each handed every new event synchronously.
@@ -33,7 +34,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.entry import Entry
+from gateway.entry import Entry, Packed, pack, unpack
 from gateway.ownership import Owners
 from schemas.records import ResponseStarted
 
@@ -44,7 +45,7 @@ class Subscriber(Protocol):
         ...
 
 
-_NO_ENTRIES: deque[Entry] = deque()
+_NO_ENTRIES: deque[Packed] = deque()
 _NO_SUBSCRIBERS: frozenset[Subscriber] = frozenset()
 
 
@@ -54,7 +55,7 @@ class Conversation:
     partition: int
     covered_from: int
     index_from: int
-    entries: deque[Entry] = field(default_factory=lambda: _NO_ENTRIES)
+    entries: deque[Packed] = field(default_factory=lambda: _NO_ENTRIES)
     """Shared and empty until the first event (a deque costs 600 bytes; idle streams follow
     conversations that may never be written); only ``Hub.publish`` appends, and replaces it first."""
     index: array[int] = field(default_factory=lambda: array("q"))
@@ -149,7 +150,7 @@ class Hub:
             self._windows[conversation_id] = conv
         else:
             self._windows.move_to_end(conversation_id)
-        conv.entries.append(entry)
+        conv.entries.append(pack(entry))
         conv.index.append(entry.offset)
         self.window_total += 1
         self.index_total += 1
@@ -183,14 +184,14 @@ class Hub:
             return [] if after + 1 >= self.base(partition) else None
         if after + 1 < conv.covered_from:
             return None
-        found: list[Entry] = []
-        for entry in reversed(conv.entries):
-            if entry.offset <= after:
+        found: list[Packed] = []
+        for packed in reversed(conv.entries):
+            offset = packed[0]
+            if offset <= after:
                 break
-            if entry.offset <= upto:
-                found.append(entry)
-        found.reverse()
-        return found
+            if offset <= upto:
+                found.append(packed)
+        return [unpack(packed) for packed in reversed(found)]
 
     def offsets(self, conversation_id: str, partition: int, after: int, upto: int) -> list[int] | None:
         """Offsets of the conversation's events in ``(after, upto]`` if the index holds all of them."""
@@ -221,7 +222,7 @@ class Hub:
     def _trim(self, conv: Conversation) -> None:
         limits = self.limits
         while len(conv.entries) > limits.window_events:
-            conv.covered_from = conv.entries.popleft().offset + 1
+            conv.covered_from = conv.entries.popleft()[0] + 1
             self.window_total -= 1
         if len(conv.index) > limits.index_offsets:
             cut = len(conv.index) // 2
@@ -248,14 +249,14 @@ class Hub:
             self._drop_window(cid, conv)
             return True
         if len(keep.entries) > 1:
-            keep.covered_from = keep.entries.popleft().offset + 1
+            keep.covered_from = keep.entries.popleft()[0] + 1
             self.window_total -= 1
             return True
         return False
 
     def _drop_window(self, cid: str, conv: Conversation) -> None:
         if conv.entries:
-            conv.covered_from = conv.entries[-1].offset + 1
+            conv.covered_from = conv.entries[-1][0] + 1
         self.window_total -= len(conv.entries)
         conv.entries = _NO_ENTRIES
         del self._windows[cid]

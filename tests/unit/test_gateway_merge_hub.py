@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 from hypothesis import given
@@ -10,11 +11,21 @@ from hypothesis import strategies as st
 
 from gateway.catchup import JUMP, MAX_TAKE, plan
 from gateway.connection import Connection, Control, State
-from gateway.entry import Entry, entry_of
+from gateway.entry import Entry, entry_of, pack, unpack
 from gateway.errors import SlowClient
 from gateway.hub import Hub, HubLimits
 from gateway.merge import Gap, Merger, merge
-from schemas.records import ResponseResumed, ResponseStarted, ResumeMode, TokenDelta
+from schemas.records import (
+    ResponseCancelled,
+    ResponseCompleted,
+    ResponseFailed,
+    ResponseResumed,
+    ResponseStarted,
+    ResumeMode,
+    TokenDelta,
+    TokenEvent,
+    Usage,
+)
 
 CID = "conv-1"
 
@@ -172,6 +183,42 @@ def test_the_window_serves_what_it_covers_and_the_index_what_the_window_lost() -
     assert hub.from_memory(CID, 0, 11, 18) is None, "offset 12 was evicted from the window"
     assert hub.offsets(CID, 0, 11, 18) == [12, 14, 16, 18]
     assert hub.offsets(CID, 0, 9, 16) == [10, 12, 14, 16]
+
+
+def test_a_packed_entry_unpacks_to_an_equal_entry_for_every_event_type() -> None:
+    events: list[TokenEvent] = [
+        ResponseStarted(CID, "r-1", "p-1", "alice", "hi", "m", 5, attempt=1, prev_hash=b"a", hash=b"b"),
+        TokenDelta(CID, "r-1", 3, "tok", 6, 1, b"b", b"c"),
+        ResponseCompleted(CID, "r-1", 3, 7, "length", Usage(1, 2, 3), 1, b"c", b"d"),
+        ResponseFailed(CID, "r-1", 3, "Timeout", 8, "boom", True, 1, b"c", b"d"),
+        ResponseCancelled(CID, "r-1", 3, 9, "k-1", "alice", "d-1", 1, b"c", b"d"),
+        ResponseResumed(CID, "r-1", 2, 3, ResumeMode.CONTINUE, 10, prev_hash=b"c", hash=b"d"),
+    ]
+    for offset, event in enumerate(events):
+        entry = entry_of(event, epoch="e", partition=0, offset=offset)
+        back = unpack(pack(entry))
+        assert (back.offset, back.event, back.cursor, back.json) == (
+            entry.offset,
+            entry.event,
+            entry.cursor,
+            entry.json,
+        )
+        assert back.sse == entry.sse
+
+
+def test_the_window_holds_nothing_the_garbage_collector_walks() -> None:
+    hub = Hub()
+    hub.start(0, 0)
+    for offset in range(50):
+        hub.publish(0, CID, delta(offset, offset))
+    gc.collect()
+    conv = hub.conversations[CID]
+    tracked = [packed for packed in conv.entries if gc.is_tracked(packed)]
+    assert len(conv.entries) == 50
+    assert tracked == [], "a full collection would walk every one"
+    window = hub.from_memory(CID, 0, 44, 49)
+    assert window is not None
+    assert offsets(window) == [45, 46, 47, 48, 49]
 
 
 def test_the_window_budget_sheds_an_idle_conversations_window_and_keeps_its_index() -> None:
