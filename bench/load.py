@@ -17,7 +17,8 @@ processes take part besides the broker and the gateway:
 
 Gateway-added latency = system percentile minus floor percentile, per percentile. CPU seconds of
 every process (broker, gateway, producer, clients, floor) are read from ``/proc`` around the
-measured window, for CPU per token.
+measured window, for CPU per token; so is the time each spent runnable but waiting for a CPU (the
+scheduler's run queue), which is what a busy machine adds to every hop between processes.
 """
 
 from __future__ import annotations
@@ -75,6 +76,30 @@ def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def run_queue(pid: int) -> tuple[int, int]:
+    """Over every thread of a process, from ``/proc/<pid>/task/*/schedstat``: nanoseconds spent
+    runnable but waiting for a CPU, and how many times a thread was put on one."""
+    wait = runs = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            _, waited, ran = (task / "schedstat").read_text().split()
+        except (OSError, ValueError):  # a thread that ended meanwhile
+            continue
+        wait += int(waited)
+        runs += int(ran)
+    return wait, runs
+
+
+def cpu_wait(before: tuple[int, int], after: tuple[int, int], seconds: float) -> dict[str, float]:
+    """Run-queue figures of one process over a window: ms waited per second, and the mean wait
+    each time it was given a CPU (ms): how long a wake-up (a record, a frame) waits to be handled."""
+    waited, runs = max(0, after[0] - before[0]), max(0, after[1] - before[1])
+    return {
+        "wait_ms_per_s": round(waited / 1e6 / seconds, 1),
+        "mean_wait_ms": round(waited / runs / 1e6, 3) if runs else 0.0,
+    }
 
 
 # --------------------------------------------------------------------------- the producer
@@ -356,8 +381,10 @@ def run_point(bootstrap: str, url: str, token: str, point: Point, pids: dict[str
         watched["clients"] = clients.pid or 0
     time.sleep(max(0.0, start_at + point.warmup_s - time.time()))
     cpu0 = {name: cpu_seconds(pid) for name, pid in watched.items()}
+    queued0 = {name: run_queue(pid) for name, pid in watched.items()}
     time.sleep(point.seconds)
     cpu1 = {name: cpu_seconds(pid) for name, pid in watched.items()}
+    queued = {name: cpu_wait(queued0[name], run_queue(pid), point.seconds) for name, pid in watched.items()}
     results: dict[str, Any] = {}
     for _ in range(2 if point.clients else 1):  # the producer's and the clients' reports
         results.update(queue.get(timeout=duration + 240))
@@ -372,11 +399,15 @@ def run_point(bootstrap: str, url: str, token: str, point: Point, pids: dict[str
             ws=none, sse=none, problems={"lost": 0, "duplicated": 0, "unfinished": 0, "errors": []}
         )
     window = (int((start_at + point.warmup_s) * 1e9), int((start_at + duration) * 1e9))
-    return summarize(point, results, {k: cpu1[k] - cpu0[k] for k in cpu0}, window)
+    return summarize(point, results, {k: cpu1[k] - cpu0[k] for k in cpu0}, window, queued)
 
 
 def summarize(
-    point: Point, results: dict[str, Any], cpu: dict[str, float], window: tuple[int, int]
+    point: Point,
+    results: dict[str, Any],
+    cpu: dict[str, float],
+    window: tuple[int, int],
+    cpu_waits: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Percentiles over the deltas scheduled in the measured window (after the warm-up)."""
     ws, sse, floor = results["ws"], results["sse"], results["floor"]
@@ -416,4 +447,5 @@ def summarize(
         "devices": point.devices,
         "frames_per_gateway_core_s": round(frames_in_window / cpu["gateway"]) if cpu.get("gateway") else None,
         "cpu_utilisation": {k: round(v / point.seconds, 2) for k, v in cpu.items()},
+        "cpu_wait": cpu_waits or {},
     }

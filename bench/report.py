@@ -231,6 +231,26 @@ def summary_markdown(results: dict[str, Any]) -> str:
             cells = " | ".join(str(use.get(n, "")) for n in names)
             label = f"{p['answers']} x {p['rate_per_answer']:.0f}/s x {p['tokens_per_delta']}"
             out.append(f"| {label} | {cells} | {round(sum(use.values()), 2)} |")
+        waits = [p for p in points if p.get("cpu_wait")]
+        if waits:
+            names = sorted({name for p in waits for name in p["cpu_wait"]})
+            out += [
+                "",
+                "## Waiting for a CPU: mean run-queue wait per wake-up, ms (and ms waited per second)",
+                "",
+                "Each hop between processes (broker, gateway, clients) waits this long, on average, "
+                "before it runs; the system path has two hops more than the floor's.",
+                "",
+            ]
+            out += ["| point | " + " | ".join(names) + " |", "|" + " --- |" * (len(names) + 1)]
+            for p in waits:
+                wait = p["cpu_wait"]
+                cells = " | ".join(
+                    f"{wait[n]['mean_wait_ms']} ({wait[n]['wait_ms_per_s']})" if n in wait else ""
+                    for n in names
+                )
+                label = f"{p['answers']} x {p['rate_per_answer']:.0f}/s x {p['tokens_per_delta']}"
+                out.append(f"| {label} | {cells} |")
     out += budget_markdown(results)
     resume = results.get("resume", {}).get("points", [])
     if resume:

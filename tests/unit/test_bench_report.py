@@ -101,3 +101,18 @@ def test_kafka_alone_at_the_per_token_goal_is_reported_beside_the_verdict(tmp_pa
     summary = (tmp_path / "summary.md").read_text()
     table_row = "| 20,000 | 990/1,000 | 2400 | 4300 | 4300 | 310.5 | no | gateway 0.5, broker 0.3 | 0.8 |"
     assert table_row in summary
+
+
+def test_each_processs_wait_for_a_cpu_is_reported_per_point(tmp_path: Path) -> None:
+    point = {
+        **_point(200, 9, 90, 5, 50),
+        "cpu_wait": {
+            "gateway": {"wait_ms_per_s": 150.0, "mean_wait_ms": 2.1},
+            "clients": {"wait_ms_per_s": 20.0, "mean_wait_ms": 0.5},
+        },
+    }
+    write_report({"latency": [_point(10, 2, 8, 1.5, 7), point]}, tmp_path)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| point | clients | gateway |" in summary
+    assert "| 200 x 50/s x 1 | 0.5 (20.0) | 2.1 (150.0) |" in summary
+    assert "| 10 x 50/s x 1 |" not in summary.split("Waiting for a CPU")[1], "a point without figures"

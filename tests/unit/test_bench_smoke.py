@@ -31,3 +31,20 @@ def test_the_bench_reads_a_metric_by_name_and_labels_from_the_gateways_expositio
     }
     assert (buckets["0.005"], buckets["+Inf"]) == (1.0, 2.0)
     assert metric_samples(text, "tokenlog_gateway_missing") == []
+
+
+def test_the_bench_reads_how_long_a_process_waited_for_a_cpu() -> None:
+    import os
+    import time
+
+    from bench.load import cpu_wait, run_queue
+
+    before = run_queue(os.getpid())
+    for _ in range(5):
+        time.sleep(0.001)  # each wake-up puts this thread on a CPU again
+    after = run_queue(os.getpid())
+    assert after[1] >= before[1] + 5
+    assert after[0] >= before[0]
+
+    assert cpu_wait((1_000_000, 10), (7_000_000, 13), 2.0) == {"wait_ms_per_s": 3.0, "mean_wait_ms": 2.0}
+    assert cpu_wait((5, 10), (5, 10), 1.0) == {"wait_ms_per_s": 0.0, "mean_wait_ms": 0.0}
