@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import gc
 import json
+import math
 import os
 import secrets
 import statistics
@@ -189,6 +190,30 @@ def metric_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
         for sample in family.samples
         if sample.name == name
     ]
+
+
+def bucket_quantiles(
+    before: str, after: str, name: str, quantiles: tuple[float, ...] = (0.5, 0.9, 0.99)
+) -> dict[str, float]:
+    """Quantiles (ms) of what the histogram ``name`` (in seconds) observed between two scrapes,
+    interpolated within a bucket as Prometheus' ``histogram_quantile`` does; ``n``: observations."""
+
+    def buckets(text: str) -> dict[float, float]:
+        return {float(labels["le"]): value for labels, value in metric_samples(text, f"{name}_bucket")}
+
+    start, end = buckets(before), buckets(after)
+    bounds = sorted(end)
+    counts = [end[b] - start.get(b, 0.0) for b in bounds]  # cumulative, as exposed
+    total = counts[-1] if counts else 0.0
+    out: dict[str, float] = {"n": int(total)}
+    for q in quantiles if total else ():
+        rank = q * total
+        i = next(i for i, count in enumerate(counts) if count >= rank)
+        low, below = (bounds[i - 1], counts[i - 1]) if i else (0.0, 0.0)
+        high = bounds[i]
+        value = low if math.isinf(high) else low + (high - low) * (rank - below) / (counts[i] - below)
+        out[f"p{q * 100:g}"] = round(value * 1000, 3)
+    return out
 
 
 async def scrape(url: str, http: httpx.AsyncClient | None = None) -> str:

@@ -382,9 +382,11 @@ def run_point(bootstrap: str, url: str, token: str, point: Point, pids: dict[str
     time.sleep(max(0.0, start_at + point.warmup_s - time.time()))
     cpu0 = {name: cpu_seconds(pid) for name, pid in watched.items()}
     queued0 = {name: run_queue(pid) for name, pid in watched.items()}
+    metrics0 = _metrics(url) if point.clients else ""
     time.sleep(point.seconds)
     cpu1 = {name: cpu_seconds(pid) for name, pid in watched.items()}
     queued = {name: cpu_wait(queued0[name], run_queue(pid), point.seconds) for name, pid in watched.items()}
+    metrics1 = _metrics(url) if point.clients else ""
     results: dict[str, Any] = {}
     for _ in range(2 if point.clients else 1):  # the producer's and the clients' reports
         results.update(queue.get(timeout=duration + 240))
@@ -399,7 +401,24 @@ def run_point(bootstrap: str, url: str, token: str, point: Point, pids: dict[str
             ws=none, sse=none, problems={"lost": 0, "duplicated": 0, "unfinished": 0, "errors": []}
         )
     window = (int((start_at + point.warmup_s) * 1e9), int((start_at + duration) * 1e9))
-    return summarize(point, results, {k: cpu1[k] - cpu0[k] for k in cpu0}, window, queued)
+    summary = summarize(point, results, {k: cpu1[k] - cpu0[k] for k in cpu0}, window, queued)
+    if metrics0 and metrics1:
+        from bench.gateway import bucket_quantiles
+
+        summary["gateway_delivery_ms"] = bucket_quantiles(
+            metrics0, metrics1, "tokenlog_gateway_delivery_seconds"
+        )
+    return summary
+
+
+def _metrics(url: str) -> str:
+    """The gateway's /metrics ("" if it does not answer: the point is measured without it)."""
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return ""
 
 
 def summarize(

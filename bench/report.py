@@ -209,17 +209,27 @@ def summary_markdown(results: dict[str, Any]) -> str:
     out += ["| figure | target | measured | verdict |", "| --- | --- | --- | --- |"]
     out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(results)]
     out += ["", "## End-to-end latency by load (ms; system = through the gateway, floor = raw aiokafka)", ""]
+    out += [
+        "added = system minus floor; in gateway = from the tail reader taking a record from the log to "
+        "its frame written to the socket (the gateway's `tokenlog_gateway_delivery_seconds`, one frame "
+        "in 8, interpolated within buckets). The rest of the added time is the gateway's fetch trailing "
+        "the floor's and the hop from the socket into the clients process.",
+        "",
+    ]
     columns = ["answers", "tok/s", "delivered", "p50", "p90", "p99", "p99.9", "max"]
-    columns += ["floor p50", "floor p99", "added p50", "added p99", "CPU us/token"]
+    columns += ["floor p50", "floor p99", "added p50", "added p99", "in gateway p50", "in gateway p99"]
+    columns += ["CPU us/token"]
     out += ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for p in results.get("latency", []) + results.get("throughput", []):
         lat, floor, added = p["latency_ms"]["all"], p["floor_ms"], p["gateway_added_ms"]
+        inside = p.get("gateway_delivery_ms", {})
         out.append(
             f"| {p['answers']} x {p['rate_per_answer']:.0f}/s x {p['tokens_per_delta']} "
             f"| {p['offered_tokens_per_s']:,.0f} "
             f"| {p['delivered']:,}/{p['sent']:,} | {lat.get('p50')} | {lat.get('p90')} | {lat.get('p99')} "
             f"| {lat.get('p99.9')} | {lat.get('max')} | {floor.get('p50')} | {floor.get('p99')} "
-            f"| {added.get('p50')} | {added.get('p99')} | {p['cpu_us_per_token']} |"
+            f"| {added.get('p50')} | {added.get('p99')} | {inside.get('p50', '-')} "
+            f"| {inside.get('p99', '-')} | {p['cpu_us_per_token']} |"
         )
     points = results.get("latency", []) + results.get("throughput", [])
     if points:

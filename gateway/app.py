@@ -283,6 +283,7 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
                     else:
                         chunk.append(sse_event(item.json, event=item.kind, id=item.cursor))
                 yield b"".join(chunk)
+                gw.metrics.written(items)
                 delivered.inc(len(chunk))
                 del items, item, chunk  # an idle stream holds no frame it already sent
             if conn.error is not None:
@@ -411,6 +412,7 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
                     await ws_send(ws, control_json("error", **exc.body()["error"]))
                     return exc.close_code, exc.code
             await ws_send(ws, item.json)
+            gw.metrics.written((item,))
         return None
 
     async def ws_writer(ws: WebSocket, conn: Connection, identity: Identity) -> tuple[int, str] | None:

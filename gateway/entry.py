@@ -21,6 +21,9 @@ class Entry:
     json: bytes
     """The JSON frame (fields, ``type``, ``cursor``), shared by every connection."""
     _sse: bytes | None = None
+    read_ns: int = 0
+    """When the tail reader took it from the log (``time.monotonic_ns``); 0 for an event read for
+    a resume, whose delivery is timed as the resume's."""
 
     @property
     def sse(self) -> bytes:
@@ -56,15 +59,17 @@ def unpack(packed: Packed) -> Entry:
     return Entry(packed[0], _KINDS[packed[3]](*packed[_FIELDS_AT:]), packed[1], packed[2])
 
 
-def entry_of(event: TokenEvent, *, epoch: str, partition: int, offset: int) -> Entry:
+def entry_of(event: TokenEvent, *, epoch: str, partition: int, offset: int, read_ns: int = 0) -> Entry:
     cursor = Cursor(epoch, partition, offset).format()
-    return Entry(offset, event, cursor, event_json(event, cursor))
+    return Entry(offset, event, cursor, event_json(event, cursor), None, read_ns)
 
 
-def make_entry(value: bytes | None, *, epoch: str, partition: int, offset: int) -> Entry | None:
+def make_entry(
+    value: bytes | None, *, epoch: str, partition: int, offset: int, read_ns: int = 0
+) -> Entry | None:
     """The entry of a record, or None for a record that is not a tokenlog event (skipped)."""
     try:
         event = TOKENS.decode(value, partition=partition, offset=offset)
     except DecodeError:
         return None
-    return entry_of(event, epoch=epoch, partition=partition, offset=offset)
+    return entry_of(event, epoch=epoch, partition=partition, offset=offset, read_ns=read_ns)

@@ -106,12 +106,15 @@ class TailReader:
                 log.warning("tail read failed: %r", exc)
                 await asyncio.sleep(0.5)
                 continue
+            read_ns = time.monotonic_ns()
             for tp, records in batch.items():
                 partition = tp.partition
                 for msg in records:
                     key = msg.key
                     entry = (
-                        make_entry(msg.value, epoch=epoch, partition=partition, offset=msg.offset)
+                        make_entry(
+                            msg.value, epoch=epoch, partition=partition, offset=msg.offset, read_ns=read_ns
+                        )
                         if key is not None
                         else None
                     )

@@ -106,6 +106,7 @@ def test_kafka_alone_at_the_per_token_goal_is_reported_beside_the_verdict(tmp_pa
 def test_each_processs_wait_for_a_cpu_is_reported_per_point(tmp_path: Path) -> None:
     point = {
         **_point(200, 9, 90, 5, 50),
+        "gateway_delivery_ms": {"n": 1000, "p50": 2.2, "p90": 9.1, "p99": 38.7},
         "cpu_wait": {
             "gateway": {"wait_ms_per_s": 150.0, "mean_wait_ms": 2.1},
             "clients": {"wait_ms_per_s": 20.0, "mean_wait_ms": 0.5},
@@ -113,6 +114,8 @@ def test_each_processs_wait_for_a_cpu_is_reported_per_point(tmp_path: Path) -> N
     }
     write_report({"latency": [_point(10, 2, 8, 1.5, 7), point]}, tmp_path)
     summary = (tmp_path / "summary.md").read_text()
+    assert "| 4 | 40 | 2.2 | 38.7 | 10.0 |" in summary, "added p50 / p99, then in gateway p50 / p99"
+    assert "| 1.5 | 7 | 0.5 | 1 | - | - | 10.0 |" in summary, "a point without the gateway's figure"
     assert "| point | clients | gateway |" in summary
     assert "| 200 x 50/s x 1 | 0.5 (20.0) | 2.1 (150.0) |" in summary
     assert "| 10 x 50/s x 1 |" not in summary.split("Waiting for a CPU")[1], "a point without figures"

@@ -48,3 +48,24 @@ def test_the_bench_reads_how_long_a_process_waited_for_a_cpu() -> None:
 
     assert cpu_wait((1_000_000, 10), (7_000_000, 13), 2.0) == {"wait_ms_per_s": 3.0, "mean_wait_ms": 2.0}
     assert cpu_wait((5, 10), (5, 10), 1.0) == {"wait_ms_per_s": 0.0, "mean_wait_ms": 0.0}
+
+
+def test_the_bench_takes_quantiles_of_what_a_histogram_observed_between_two_scrapes() -> None:
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from bench.gateway import bucket_quantiles
+
+    registry = CollectorRegistry()
+    delivery = Histogram("d_seconds", "", buckets=(0.001, 0.002, 0.004, 0.008), registry=registry)
+    delivery.observe(0.5)  # before the window: not counted
+    before = generate_latest(registry).decode()
+    for seconds in [0.0015] * 50 + [0.003] * 40 + [0.006] * 9 + [0.02]:
+        delivery.observe(seconds)
+    after = generate_latest(registry).decode()
+
+    got = bucket_quantiles(before, after, "d_seconds")
+    assert got["n"] == 100
+    assert got["p50"] == 2.0, "the 50th of 100 is the last of the (1, 2] ms bucket"
+    assert got["p90"] == 4.0
+    assert 4.0 < got["p99"] <= 8.0, "inside the (4, 8] ms bucket"
+    assert bucket_quantiles(after, after, "d_seconds") == {"n": 0}

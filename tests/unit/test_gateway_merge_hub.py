@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 
 import pytest
 from hypothesis import given
@@ -366,3 +367,22 @@ def test_a_writer_takes_bounded_batches() -> None:
     assert batch is not None
     assert len(batch) == 64
     assert conn.queued == 136
+
+
+def test_one_live_frame_in_eight_is_timed_from_its_read_to_its_write() -> None:
+    from gateway.metrics import DELIVERY_SAMPLE, GatewayMetrics
+
+    metrics = GatewayMetrics()
+    read = time.monotonic_ns() - 3_000_000  # read 3 ms ago
+    live = [
+        entry_of(TokenDelta(CID, "r-1", i, "t", 0), epoch="e", partition=0, offset=i, read_ns=read)
+        for i in range(16)
+    ]
+    resumed = delta(24, 16)  # read for a resume: no read time, timed as the resume
+    metrics.written([*live, resumed, Control("subscribed", b"{}")])
+
+    count = metrics.registry.get_sample_value("tokenlog_gateway_delivery_seconds_count")
+    assert count == 16 / DELIVERY_SAMPLE
+    total = metrics.registry.get_sample_value("tokenlog_gateway_delivery_seconds_sum")
+    assert total is not None
+    assert 0.003 <= total / 2 < 1.0
