@@ -13,6 +13,7 @@ import pytest
 import websockets
 
 from gateway.client import Client, ClientError
+from infra.process import wait_until
 from schemas.records import ResponseStarted
 from tests.gateway.stack import GatewayProc, Stack
 from tests.harness import unique
@@ -54,14 +55,15 @@ def test_another_users_token_gets_403_and_no_data_on_every_route(stack: Stack, g
             assert response.status_code == 403, response.text
             assert _error(response)["code"] == "forbidden"
             assert secret_text not in response.text
+
         # Alice reads it.
-        deadline = time.monotonic() + 30
-        while True:  # the session app may trail the log by a moment
+        def alice_reads_it() -> bool:  # the session app may trail the log by a moment
             own = http.get(f"/v1/conversations/{cid}", headers={"Authorization": f"Bearer {alice}"})
             assert own.status_code in (200, 404)
-            if (own.status_code == 200 and own.json()["turns"]) or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+            return own.status_code == 200 and bool(own.json()["turns"])
+
+        wait_until(alice_reads_it, 30, 0.1, what="the conversation to reach the session app")
+        own = http.get(f"/v1/conversations/{cid}", headers={"Authorization": f"Bearer {alice}"})
         assert secret_text in own.json()["turns"][0]["prompt_text"]
 
     async def websocket_denied() -> int:

@@ -72,11 +72,12 @@ async def _join_mid_answer(stack: Stack, gw: GatewayProc, *, expect_sessions: bo
         await first.once(until=lambda f: f.get("type") == "token" and f["seq"] >= 40)
         if expect_sessions:  # wait until the session app holds part of the answer (it may trail)
             async with httpx.AsyncClient(timeout=10) as http:
-                for _ in range(600):
+
+                async def holds_part() -> bool:
                     answer = (await http.get(f"{stack.sessions_url}/sessions/{cid}")).json()
-                    if answer.get("live") and answer["live"]["last_seq"] >= 5:
-                        break
-                    await asyncio.sleep(0.1)
+                    return bool(answer.get("live") and answer["live"]["last_seq"] >= 5)
+
+                await wait_for(holds_part, 60, 0.1)
         # A second device with no cursor: snapshot (the partial answer), then live; it stops the answer.
         phone = client.follow(cid, transport="sse")
         await phone.once(until=lambda f: f.get("type") == "token", timeout_s=60)
