@@ -430,8 +430,10 @@ def _metrics(url: str) -> str:
     """The gateway's /metrics ("" if it does not answer: the point is measured without it)."""
     import httpx
 
+    from bench.gateway import scrape
+
     try:
-        return httpx.get(f"{url}/metrics", timeout=10).text
+        return asyncio.run(scrape(url))
     except httpx.HTTPError:
         return ""
 

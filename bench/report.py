@@ -138,6 +138,11 @@ def targets(results: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def point_label(point: dict[str, Any]) -> str:
+    """A load point as the tables name it: "200 x 50/s x 1" (answers, deltas/s each, tokens a delta)."""
+    return f"{point['answers']} x {point['rate_per_answer']:.0f}/s x {point['tokens_per_delta']}"
+
+
 def cpu_by_process(point: dict[str, Any]) -> tuple[str, float]:
     """A point's CPU by process, largest first ("gateway 0.5, broker 0.3"), and its total in cores."""
     use: dict[str, float] = point.get("cpu_utilisation", {})
@@ -224,8 +229,7 @@ def summary_markdown(results: dict[str, Any]) -> str:
         lat, floor, added = p["latency_ms"]["all"], p["floor_ms"], p["gateway_added_ms"]
         inside = p.get("gateway_delivery_ms", {})
         out.append(
-            f"| {p['answers']} x {p['rate_per_answer']:.0f}/s x {p['tokens_per_delta']} "
-            f"| {p['offered_tokens_per_s']:,.0f} "
+            f"| {point_label(p)} | {p['offered_tokens_per_s']:,.0f} "
             f"| {p['delivered']:,}/{p['sent']:,} | {lat.get('p50')} | {lat.get('p90')} | {lat.get('p99')} "
             f"| {lat.get('p99.9')} | {lat.get('max')} | {floor.get('p50')} | {floor.get('p99')} "
             f"| {added.get('p50')} | {added.get('p99')} | {inside.get('p50', '-')} "
@@ -239,8 +243,7 @@ def summary_markdown(results: dict[str, Any]) -> str:
         for p in points:
             use = p.get("cpu_utilisation", {})
             cells = " | ".join(str(use.get(n, "")) for n in names)
-            label = f"{p['answers']} x {p['rate_per_answer']:.0f}/s x {p['tokens_per_delta']}"
-            out.append(f"| {label} | {cells} | {round(sum(use.values()), 2)} |")
+            out.append(f"| {point_label(p)} | {cells} | {round(sum(use.values()), 2)} |")
         waits = [p for p in points if p.get("cpu_wait")]
         if waits:
             names = sorted({name for p in waits for name in p["cpu_wait"]})
@@ -259,8 +262,7 @@ def summary_markdown(results: dict[str, Any]) -> str:
                     f"{wait[n]['mean_wait_ms']} ({wait[n]['wait_ms_per_s']})" if n in wait else ""
                     for n in names
                 )
-                label = f"{p['answers']} x {p['rate_per_answer']:.0f}/s x {p['tokens_per_delta']}"
-                out.append(f"| {label} | {cells} |")
+                out.append(f"| {point_label(p)} | {cells} |")
     out += budget_markdown(results)
     resume = results.get("resume", {}).get("points", [])
     if resume:
