@@ -85,15 +85,20 @@ def indexed(url: str) -> bool:
         return False
 
 
-def start_sessions(bootstrap: str, workdir: Path, app_id: str = "") -> tuple[ManagedProcess, str]:
-    """The session-state app (its snapshots serve the gateway's hydrates)."""
+def start_sessions(
+    bootstrap: str, workdir: Path, app_id: str = "", *, faust_floor: bool = False
+) -> tuple[ManagedProcess, str]:
+    """The session-state app (its snapshots serve the gateway's hydrates); with ``faust_floor``,
+    ``bench.faust_floor`` in its place (the same settings, an agent that applies nothing)."""
     app_id = app_id or f"bench-sessions-{uuid.uuid4().hex[:8]}"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    name = "faust-floor" if faust_floor else "sessions"
+    module = ["bench.faust_floor"] if faust_floor else ["pipeline", "sessions"]
     proc = ManagedProcess(
-        "sessions",
-        [sys.executable, "-m", "pipeline", "sessions"],
-        workdir / "sessions.log",
+        name,
+        [sys.executable, "-m", *module],
+        workdir / f"{name}.log",
         env={
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -105,7 +110,7 @@ def start_sessions(bootstrap: str, workdir: Path, app_id: str = "") -> tuple[Man
     proc.start()
     wait_until(lambda: http_ok(f"{url}/readyz")() or not proc.running(), 120, what="sessions ready")
     if not proc.running():
-        raise RuntimeError(f"the session app did not start: {proc.log_path.read_text()[-2000:]}")
+        raise RuntimeError(f"{name} did not start: {proc.log_path.read_text()[-2000:]}")
     return proc, url
 
 

@@ -191,6 +191,7 @@ def budget_markdown(results: dict[str, Any]) -> list[str]:
             f"| {label} | {lat.get('p50')} | {lat.get('p99')} | {lat.get('p99.9')} "
             f"| {floor.get('p50')} | {floor.get('p99')} | {cpu} | {total} |"
         )
+    out += apply_cost_markdown(budget, full)
     ceiling = budget.get("floor_ceiling", [])
     if ceiling:
         out += ["", "## Kafka alone at higher per-token loads (broker, producer, floor consumer; ms)", ""]
@@ -206,6 +207,44 @@ def budget_markdown(results: dict[str, Any]) -> list[str]:
                 f"| {floor.get('p50')} | {floor.get('p99')} | {floor.get('p99.9')} | {late.get('p99', '-')} "
                 f"| {'yes' if p.get('sustained') else 'no'} | {cpu} | {total} |"
             )
+    return out
+
+
+def apply_cost_markdown(budget: dict[str, Any], full: dict[str, Any] | None) -> list[str]:
+    """The session app's CPU per event beside Faust's own (``bench.faust_floor``), each measured
+    with Kafka only at the e2e target's load, and what the app got in the full-system point."""
+    apps = (
+        ("session app", budget.get("sessions_alone")),
+        ("Faust alone: an agent that takes each batch and applies nothing", budget.get("faust_alone")),
+    )
+    rows = [(label, cost) for label, cost in apps if cost]
+    if not rows:
+        return []
+    out = [
+        "",
+        "## The session app's CPU per event at this load (with Kafka only, then in the full system)",
+        "",
+    ]
+    out += ["| app | µs per event | cores while the load ran | caught up after the load (s) |"]
+    out += ["| --- | --- | --- | --- |"]
+    for label, cost in rows:
+        cells = (cost["us_per_event"], cost["cores_while_loaded"], cost["caught_up_after_s"])
+        out.append(f"| {label} | " + " | ".join(str(c) for c in cells) + " |")
+    got = (full or {}).get("cpu_utilisation", {}).get("sessions")
+    if got is not None:
+        wait = (full or {}).get("cpu_wait", {}).get("sessions", {}).get("wait_ms_per_s", "-")
+        label = f"session app in the full-system point (waited {wait} ms per second for a CPU)"
+        out.append(f"| {label} | - | {got} | - |")
+    sessions, faust = budget.get("sessions_alone"), budget.get("faust_alone")
+    if sessions and faust and sessions["us_per_event"] > 0:
+        rate = sessions["point"]["offered_tokens_per_s"]
+        share = round(100 * faust["us_per_event"] / sessions["us_per_event"])
+        out += [
+            "",
+            f"Faust's own part is {faust['us_per_event']} of the app's {sessions['us_per_event']} µs per "
+            f"event ({share} %): at {rate:,.0f} events/s, {faust['us_per_event'] * rate / 1e6:.2f} cores "
+            f"before the app applies anything, and {sessions['us_per_event'] * rate / 1e6:.2f} in all.",
+        ]
     return out
 
 

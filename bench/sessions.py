@@ -70,7 +70,8 @@ async def write_conversations(bootstrap: str, count: int, run_id: str) -> None:
         await producer.stop()
 
 
-async def lag(bootstrap: str, group: str) -> int:
+async def lag(bootstrap: str, group: str, topics: tuple[str, ...] = (PROMPTS_TOPIC, TOKENS_TOPIC)) -> int:
+    """Records of ``topics`` that ``group`` has not committed yet; -1 while it has no coordinator."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await admin.start()
@@ -82,7 +83,7 @@ async def lag(bootstrap: str, group: str) -> int:
             return -1  # the group has no coordinator yet: nothing committed
         found = await describe(bootstrap, [TOKENS_TOPIC])
         partitions = range(found[TOKENS_TOPIC].partitions)
-        tps = [TopicPartition(t, p) for t in (PROMPTS_TOPIC, TOKENS_TOPIC) for p in partitions]
+        tps = [TopicPartition(t, p) for t in topics for p in partitions]
         ends = await consumer.end_offsets(tps)
         return sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
     finally:

@@ -19,7 +19,7 @@ from typing import Any
 
 from bench.gateway import idle_connections, start_gateway, start_sessions
 from bench.gateway import measure as resume_measure
-from bench.load import Point, run_point
+from bench.load import Point, cpu_seconds, run_point
 from bench.report import write_report
 from bench.sessions import lag
 from bench.storm import storm
@@ -30,6 +30,7 @@ from infra.broker import cluster_metadata
 from infra.process import wait_until
 from infra.settings import TopicSettings
 from infra.topics import ensure, topic_specs
+from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
 
 FULL = {
     "budget": (200, 50.0),
@@ -199,7 +200,51 @@ def budget(bootstrap: str, secret: str, token: str, workdir: Path, plan: dict[st
         print(line("no session", out["no_sessions"]), flush=True)
     finally:
         gateway.stop()
+    kafka_only = Point(answers, rate, plan["seconds"], clients=False)
+    out["sessions_alone"] = apply_cost(bootstrap, token, workdir, kafka_only, faust_floor=False)
+    out["faust_alone"] = apply_cost(bootstrap, token, workdir, kafka_only, faust_floor=True)
+    for name in ("sessions_alone", "faust_alone"):
+        print(f"{name:14} {out[name]['us_per_event']} us per event", flush=True)
     return out
+
+
+def apply_cost(
+    bootstrap: str, token: str, workdir: Path, point: Point, *, faust_floor: bool
+) -> dict[str, Any]:
+    """The session app (or, with ``faust_floor``, Faust alone: ``bench.faust_floor``) with Kafka
+    only at ``point``'s load: its CPU per event, from when it has caught up on the log before the
+    point until it has applied everything the point wrote (a share of a busy machine may leave it
+    behind while the load runs)."""
+    name = "faust" if faust_floor else "sessions"
+    app_id = f"bench-{name}-alone-{secrets.token_hex(4)}"
+    home = workdir / app_id
+    home.mkdir()
+    topics = (TOKENS_TOPIC,) if faust_floor else (PROMPTS_TOPIC, TOKENS_TOPIC)
+
+    def caught_up() -> bool:
+        return asyncio.run(lag(bootstrap, app_id, topics)) == 0
+
+    proc, _ = start_sessions(bootstrap, home, app_id, faust_floor=faust_floor)
+    try:
+        pid = proc.pid or 0
+        wait_until(caught_up, 300, interval_s=0.5, what=f"{name} caught up")
+        cpu0 = cpu_seconds(pid)
+        measured = run_point(bootstrap, "", token, point, {"broker": broker_pid(bootstrap), name: pid})
+        ended = time.monotonic()
+        wait_until(caught_up, 300, interval_s=0.2, what=f"{name} caught up")
+        behind_s = time.monotonic() - ended
+        cpu = cpu_seconds(pid) - cpu0
+    finally:
+        proc.stop()
+    events = measured["sent"] + 2 * point.answers  # the deltas, and each answer's start and end
+    return {
+        "events": events,
+        "cpu_s": round(cpu, 2),
+        "us_per_event": round(cpu / events * 1e6, 1),
+        "cores_while_loaded": measured["cpu_utilisation"].get(name, 0.0),
+        "caught_up_after_s": round(behind_s, 1),
+        "point": measured,
+    }
 
 
 def line(kind: str, p: dict[str, Any]) -> str:

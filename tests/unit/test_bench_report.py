@@ -119,3 +119,54 @@ def test_each_processs_wait_for_a_cpu_is_reported_per_point(tmp_path: Path) -> N
     assert "| point | clients | gateway |" in summary
     assert "| 200 x 50/s x 1 | 0.5 (20.0) | 2.1 (150.0) |" in summary
     assert "| 10 x 50/s x 1 |" not in summary.split("Waiting for a CPU")[1], "a point without figures"
+
+
+def test_the_session_apps_cost_per_event_is_reported_beside_faust_alone(tmp_path: Path) -> None:
+    full = {
+        **_point(200, 40, 200, 12, 90),
+        "cpu_utilisation": {"gateway": 0.5, "sessions": 0.25},
+        "cpu_wait": {"sessions": {"wait_ms_per_s": 1002.5, "mean_wait_ms": 2.3}},
+    }
+
+    def cost(us: float, cores: float, behind: float) -> dict[str, Any]:
+        return {
+            "events": 120_400,
+            "cpu_s": 1.0,
+            "us_per_event": us,
+            "cores_while_loaded": cores,
+            "caught_up_after_s": behind,
+            "point": _point(200, 0, 0, 2.5, 31),
+        }
+
+    results: dict[str, Any] = {
+        "latency": [full],
+        "budget": {
+            "floor_alone": _point(200, 0, 0, 2.5, 31),
+            "no_sessions": _point(200, 14, 95, 4, 38),
+            "sessions_alone": cost(71.7, 0.52, 6.4),
+            "faust_alone": cost(35.7, 0.36, 0.2),
+        },
+    }
+    write_report(results, tmp_path)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| session app | 71.7 | 0.52 | 6.4 |" in summary
+    assert (
+        "| Faust alone: an agent that takes each batch and applies nothing | 35.7 | 0.36 | 0.2 |" in summary
+    )
+    assert (
+        "| session app in the full-system point (waited 1002.5 ms per second for a CPU) | - | 0.25 | - |"
+        in summary
+    )
+    assert (
+        "Faust's own part is 35.7 of the app's 71.7 µs per event (50 %): at 10,000 events/s, 0.36 cores"
+        in summary
+    )
+    assert "and 0.72 in all." in summary
+
+
+def test_a_run_without_the_apply_costs_has_no_such_section(tmp_path: Path) -> None:
+    results: dict[str, Any] = {
+        "budget": {"floor_alone": _point(200, 0, 0, 2.5, 31), "no_sessions": _point(200, 14, 95, 4, 38)},
+    }
+    write_report(results, tmp_path)
+    assert "CPU per event" not in (tmp_path / "summary.md").read_text()
