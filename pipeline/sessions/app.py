@@ -38,10 +38,11 @@ from pipeline.sessions.codec import StateValue
 from pipeline.sessions.metrics import SessionsMetrics
 from pipeline.sessions.settings import SessionsSettings
 from pipeline.sessions.snapshot import snapshot
-from pipeline.sessions.state import LiveAnswer, Session, evolve_live, evolve_session
+from pipeline.sessions.state import LiveAnswer, Session, evolve_live, evolve_live_deltas, evolve_session
 from schemas.codec import PROMPTS, TOKENS, TopicCodec
 from schemas.cursor import Cursor
 from schemas.errors import DecodeError
+from schemas.records import TokenDelta
 from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
 
 
@@ -172,10 +173,27 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
         """Apply ``events`` (in log order per partition); the usage metrics they produced."""
         loaded: dict[bytes, tuple[Session, LiveAnswer]] = {}
         state: dict[bytes, tuple[Session, LiveAnswer]] = {}
+        # A conversation's deltas since its last other event: applied at once (evolve_live_deltas),
+        # before its next other event or at the end of the batch.
+        runs: dict[bytes, list[tuple[TokenDelta, int]]] = {}
         last_event: dict[bytes, Any] = {}
         upto: dict[int, int] = {}
         out: list[dict[str, Any]] = []
         changed = decoded = 0
+
+        def apply_run(key: bytes) -> int:
+            """Apply ``key``'s pending deltas; how many were past its live answer's offset."""
+            run = runs.pop(key, None)
+            if not run:
+                return 0
+            session, answer = state[key]
+            state[key] = (session, evolve_live_deltas(answer, run))
+            top, advanced = answer.tokens_offset, 0
+            for _, offset in run:
+                if offset > top:
+                    top, advanced = offset, advanced + 1
+            return advanced
+
         for event in events:
             partition, offset = event.message.partition, event.message.offset
             upto[partition] = offset
@@ -188,6 +206,12 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
                 # processed (and writes it there, with its changelog record): always the key's own.
                 stream._set_current_event(event)
                 state[key] = loaded[key] = load(key)
+            last_event[key] = event
+            decoded += 1
+            if isinstance(record, TokenDelta):  # only the live answer's text: see apply_run
+                runs.setdefault(key, []).append((record, offset))
+                continue
+            changed += apply_run(key)
             session, answer = state[key]
             updated = evolve_session(
                 session, record, offset, live_before=answer, max_turns=settings.max_turns
@@ -197,9 +221,9 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
             if metric is not None:
                 out.append(metric)
             state[key] = (updated, live_after)
-            last_event[key] = event
             changed += updated is not session or live_after is not answer
-            decoded += 1
+        for key in list(runs):
+            changed += apply_run(key)
         for key, (session, answer) in state.items():
             before_session, before_answer = loaded[key]
             if session is before_session and answer is before_answer:

@@ -16,6 +16,7 @@ stale writer means for the text.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -168,6 +169,39 @@ def evolve_live(live: LiveAnswer, event: TokenEvent, offset: int) -> LiveAnswer:
     if event.attempt != turn.attempt:
         return replace(live, tokens_offset=offset)
     return LiveAnswer(None, (), offset, _answer_ended(turn, event))  # terminal: the turn moves to the session
+
+
+def evolve_live_deltas(live: LiveAnswer, deltas: Sequence[tuple[TokenDelta, int]]) -> LiveAnswer:
+    """``evolve_live`` over ``deltas`` (each with its offset), with the text and the chunk ends
+    copied once instead of once a delta: equal to applying them one by one."""
+    turn, offset = live.turn, live.tokens_offset
+    pieces: list[str] = []
+    ends: list[int] = []
+    length = len(turn.answer) if turn is not None else 0
+    last_seq = turn.last_seq if turn is not None else -1
+    first = turn.first_token_at if turn is not None else 0
+    for event, at in deltas:
+        if at <= offset:
+            continue  # re-delivered
+        offset = at
+        if (
+            turn is None
+            or event.response_id != turn.response_id
+            or event.attempt != turn.attempt
+            or event.seq != last_seq + 1
+        ):
+            continue  # not the live answer, a fenced or unannounced writer, a duplicate or a gap
+        pieces.append(event.text)
+        length += len(event.text)
+        ends.append(length)
+        last_seq = event.seq
+        first = first or event.produced_at
+    if offset == live.tokens_offset:
+        return live
+    if turn is None or not pieces:
+        return replace(live, tokens_offset=offset)
+    grown = replace(turn, answer=turn.answer + "".join(pieces), last_seq=last_seq, first_token_at=first)
+    return LiveAnswer(grown, (*live.chunk_ends, *ends), offset, live.ended)
 
 
 def _finished_turn(event: TokenEvent, live: LiveAnswer | None) -> Turn | None:

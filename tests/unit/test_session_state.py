@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from pipeline.sessions.state import (
     LiveAnswer,
     Session,
     evolve_live,
+    evolve_live_deltas,
     evolve_session,
     live_from_dict,
     session_from_dict,
@@ -163,3 +167,90 @@ def test_a_prompt_applied_after_its_answer_is_not_left_pending() -> None:
     session, _ = run_log(log[2:], session, live)
     assert session.pending == ()
     assert [t.prompt_id for t in session.turns] == ["p-1"]
+
+
+ACTIONS = ("next",) * 12 + ("dup", "gap", "stale", "ahead", "other", "continue", "restart", "start", "end")
+
+
+def _log_from(actions: list[tuple[str, int]]) -> list[tuple[TokenEvent, int]]:
+    """A log a writer (and its successors) could leave: mostly the next delta, with duplicates,
+    gaps, fenced writers, deltas of another answer, takeovers of both modes, new answers, ends,
+    and re-deliveries (an earlier record at its own offset again)."""
+    log: list[tuple[TokenEvent, int]] = [(ResponseStarted(C, "r-0", "p-1", "u-1", "q", "demo", 1), 0)]
+    rid, attempt, seq, answers = "r-0", 0, -1, 0
+    for action, n in actions:
+        text = ("a", "bc", "", "dé")[n % 4]
+        event: TokenEvent
+        if action == "next":
+            seq += 1
+            event = TokenDelta(C, rid, seq, text, n + 1, attempt=attempt)
+        elif action == "dup":
+            event = TokenDelta(C, rid, max(seq, 0), text, 7, attempt=attempt)
+        elif action == "gap":
+            event = TokenDelta(C, rid, seq + 2, text, 7, attempt=attempt)
+        elif action == "stale":
+            event = TokenDelta(C, rid, seq + 1, "STALE", 7, attempt=max(0, attempt - 1))
+        elif action == "ahead":  # an attempt no takeover announced
+            event = TokenDelta(C, rid, seq + 1, "AHEAD", 7, attempt=attempt + 1)
+        elif action == "other":
+            event = TokenDelta(C, "r-other", seq + 1, "OTHER", 7, attempt=attempt)
+        elif action in ("continue", "restart"):
+            attempt += 1
+            mode = ResumeMode.CONTINUE if action == "continue" else ResumeMode.RESTART
+            seq = min(seq, n % 4) if mode is ResumeMode.CONTINUE else -1
+            event = ResponseResumed(C, rid, attempt, seq, mode, 3)
+        elif action == "start":
+            answers += 1
+            rid, attempt, seq = f"r-{answers}", 0, -1
+            event = ResponseStarted(C, rid, "p-1", "u-1", "q", "demo", 1)
+        else:
+            event = ResponseCompleted(C, rid, seq, 4, attempt=attempt)
+        log.append((event, len(log)))
+        if n % 7 == 0 and len(log) > 2:
+            log.append(log[n % (len(log) - 1)])  # re-delivered at its own offset
+    return log
+
+
+_LOGS = st.lists(st.tuples(st.sampled_from(ACTIONS), st.integers(0, 20)), max_size=40).map(_log_from)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_LOGS)
+def test_runs_of_deltas_applied_at_once_equal_applying_them_one_by_one(
+    log: list[tuple[TokenEvent, int]],
+) -> None:
+    one_by_one = LiveAnswer()
+    for event, offset in log:
+        one_by_one = evolve_live(one_by_one, event, offset)
+    batched, run = LiveAnswer(), []
+    for event, offset in log:
+        if isinstance(event, TokenDelta):
+            run.append((event, offset))
+            continue
+        if run:
+            batched, run = evolve_live_deltas(batched, run), []
+        batched = evolve_live(batched, event, offset)
+    if run:
+        batched = evolve_live_deltas(batched, run)
+    assert batched == one_by_one
+
+
+def test_a_run_that_is_all_re_delivered_leaves_the_live_answer_as_it_was() -> None:
+    _, live = run_log(answer("r-1", "p-1", ["a", "b", "c"])[:4])
+    again = [(TokenDelta(C, "r-1", 1, "b", 2), 2), (TokenDelta(C, "r-1", 2, "c", 2), 3)]
+    assert evolve_live_deltas(live, again) is live
+    assert evolve_live_deltas(live, []) is live
+
+
+def test_a_run_appends_its_text_and_one_chunk_end_per_delta() -> None:
+    _, live = run_log(answer("r-1", "p-1", ["a"])[:2])
+    run = [(TokenDelta(C, "r-1", 1, "bc", 5), 2), (TokenDelta(C, "r-1", 3, "GAP", 5), 3)]
+    run.append((TokenDelta(C, "r-1", 2, "d", 6), 4))
+    after = evolve_live_deltas(live, run)
+    assert after.turn is not None
+    assert (after.turn.answer, after.turn.last_seq, after.chunk_ends, after.tokens_offset) == (
+        "abcd",
+        2,
+        (1, 3, 4),
+        4,
+    )
