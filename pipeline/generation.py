@@ -30,7 +30,7 @@ from pipeline.metrics import WorkerMetrics
 from pipeline.providers.base import Finish, GenerationRequest, ModelProvider
 from pipeline.sink import EventSink
 from schemas.answers import AnswerFold
-from schemas.chain import GENESIS, seal
+from schemas.chain import GENESIS, seal_encoded
 from schemas.records import (
     CancelRequested,
     PromptSubmitted,
@@ -107,9 +107,9 @@ class Generator:
 
         async def emit(event: TokenEvent) -> None:
             nonlocal head
-            event = seal(event, head)
+            event, value = seal_encoded(event, head)
             head = event.hash
-            pending.append(await self.sink.emit(event, p))
+            pending.append(await self.sink.emit(event, p, value))
 
         if resume is not None and resume.finished:
             await self.index.put(

@@ -16,8 +16,12 @@ from schemas.registry import TOKENS_TOPIC
 
 
 class EventSink(Protocol):
-    async def emit(self, event: TokenEvent, partition: int) -> asyncio.Future[int]:
-        """Queue ``event`` for ``partition``; the future resolves to its offset once durable."""
+    async def emit(
+        self, event: TokenEvent, partition: int, value: bytes | None = None
+    ) -> asyncio.Future[int]:
+        """Queue ``event`` for ``partition``; the future resolves to its offset once durable.
+        ``value``: the event's record as ``TOKENS.encode`` writes it, when the caller has it
+        already (``schemas.chain.seal_encoded``)."""
         ...
 
 
@@ -30,9 +34,12 @@ class KafkaEventSink:
     last_offsets: dict[int, int] = field(default_factory=dict)
     """The highest offset written per partition (a lower bound of the partition's end)."""
 
-    async def emit(self, event: TokenEvent, partition: int) -> asyncio.Future[int]:
+    async def emit(
+        self, event: TokenEvent, partition: int, value: bytes | None = None
+    ) -> asyncio.Future[int]:
+        record = TOKENS.encode(event) if value is None else value
         delivery = await self.producer.send(
-            self.topic, TOKENS.encode(event), key=event.conversation_id.encode(), partition=partition
+            self.topic, record, key=event.conversation_id.encode(), partition=partition
         )
         result: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
@@ -56,7 +63,11 @@ class MemoryEventSink:
 
     log: list[tuple[int, int, TokenEvent]] = field(default_factory=list)
 
-    async def emit(self, event: TokenEvent, partition: int) -> asyncio.Future[int]:
+    async def emit(
+        self, event: TokenEvent, partition: int, value: bytes | None = None
+    ) -> asyncio.Future[int]:
+        if value is not None and TOKENS.decode(value) != event:
+            raise ValueError(f"the record given with {event!r} holds {TOKENS.decode(value)!r}")
         offset = len(self.log)
         self.log.append((partition, offset, event))
         result: asyncio.Future[int] = asyncio.get_running_loop().create_future()

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import fastavro
 from fastavro.schema import to_parsing_canonical_form
 
-from schemas.codec import MAGIC
+from schemas.codec import MAGIC, TOKENS
 from schemas.records import TokenEvent, to_avro
 from schemas.registry import TOKENS_TOPIC, history
 
@@ -55,6 +55,8 @@ def _without_chain(schema: Any) -> Any:
 # its v1 encoding followed by those two fields: the chain's content is a slice of the record.
 assert to_parsing_canonical_form(_without_chain(_V2.raw)) == to_parsing_canonical_form(_V1.raw)
 _V2_HEADER = MAGIC + _V2.fingerprint
+_WRITES_V2 = TOKENS.writer.fingerprint == _V2.fingerprint
+"""The tokens codec writes v2 (else ``seal_encoded`` encodes the sealed event as any other)."""
 
 E = TypeVar("E", bound=TokenEvent)
 
@@ -85,6 +87,28 @@ def link(prev_hash: bytes, event: TokenEvent) -> bytes:
 def seal(event: E, prev_hash: bytes) -> E:
     """``event`` with ``prev_hash`` and its own ``hash`` set: the next link of a chain."""
     return dataclasses.replace(event, prev_hash=prev_hash, hash=link(prev_hash, event))
+
+
+def seal_encoded(event: E, prev_hash: bytes) -> tuple[E, bytes]:
+    """``seal(event, prev_hash)`` and its record as ``TOKENS.encode`` writes it, with the event
+    encoded once instead of twice (for its hash, then for the record): a v2 record is the chain's
+    content followed by the two chain fields."""
+    body = content(event)
+    own = hashlib.sha256(prev_hash + body).digest()
+    sealed = dataclasses.replace(event, prev_hash=prev_hash, hash=own)
+    if not _WRITES_V2:
+        return sealed, TOKENS.encode(sealed)
+    return sealed, b"".join((_V2_HEADER, body, _avro_bytes(prev_hash), _avro_bytes(own)))
+
+
+def _avro_bytes(data: bytes) -> bytes:
+    """An Avro ``bytes`` value: its length as a zig-zag varint, then the bytes."""
+    n, out = len(data) << 1, bytearray()  # zig-zag of a length (never negative) is a shift
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out) + data
 
 
 def chained(event: TokenEvent) -> bool:

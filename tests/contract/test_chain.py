@@ -10,7 +10,7 @@ import fastavro
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.chain import GENESIS, content, content_of, intact, seal
+from schemas.chain import GENESIS, content, content_of, intact, seal, seal_encoded
 from schemas.codec import MAGIC, TOKENS
 from schemas.records import to_avro
 from schemas.registry import TOKENS_TOPIC, history, schema_fingerprint
@@ -25,6 +25,16 @@ def test_a_v2_records_chain_content_is_its_v1_encoding(event: Any, prev: bytes) 
     value = TOKENS.encode(sealed)
     assert content_of(value, sealed) == content(sealed)
     assert intact(TOKENS.decode(value), value)
+
+
+@given(event=token_events, prev=st.one_of(prev_hashes, st.binary(min_size=60, max_size=9000)))
+def test_sealing_and_encoding_at_once_writes_what_sealing_then_encoding_writes(
+    event: Any, prev: bytes
+) -> None:
+    # Past 63 bytes a prev_hash's length takes two varint bytes, past 8191 three.
+    sealed, value = seal_encoded(event, prev)
+    assert sealed == seal(event, prev)
+    assert value == TOKENS.encode(sealed)
 
 
 @given(event=token_events, prev=prev_hashes)
