@@ -124,9 +124,9 @@ def _produce(bootstrap: str, cids: list[str], point: Point, start_at: float, out
 
 async def _produce_async(bootstrap: str, cids: list[str], point: Point, start_at: float, out: Any) -> None:
     from aiokafka import AIOKafkaProducer
+    from aiokafka.partitioner import DefaultPartitioner
 
-    from schemas.chain import GENESIS, seal
-    from schemas.codec import TOKENS
+    from schemas.chain import GENESIS, seal_encoded
     from schemas.records import ResponseCompleted, ResponseStarted, TokenDelta, TokenEvent, now_ms
     from schemas.registry import TOKENS_TOPIC
 
@@ -134,13 +134,19 @@ async def _produce_async(bootstrap: str, cids: list[str], point: Point, start_at
     await producer.start()
     heads = dict.fromkeys(cids, GENESIS)
     pending: list[Any] = []
+    # The worker writes to the partition its prompt came from, named (no partitioner per record);
+    # the same partition the key hashes to.
+    partitions = sorted(await producer.partitions_for(TOKENS_TOPIC))
+    by_key = DefaultPartitioner()
+    partition = {cid: by_key(cid.encode(), partitions, partitions) for cid in cids}
 
     async def send(event: TokenEvent, sched_ns: int = 0) -> None:
-        sealed = seal(event, heads[event.conversation_id])
-        heads[event.conversation_id] = sealed.hash
+        cid = event.conversation_id
+        sealed, value = seal_encoded(event, heads[cid])
+        heads[cid] = sealed.hash
         headers = [("t", str(sched_ns).encode())] if sched_ns else []
         fut = await producer.send(
-            TOKENS_TOPIC, TOKENS.encode(sealed), key=event.conversation_id.encode(), headers=headers
+            TOKENS_TOPIC, value, key=cid.encode(), partition=partition[cid], headers=headers
         )
         pending.append(fut)
 
