@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import time
 from typing import Any
 
 import httpx
 import pytest
 
 from gateway.client import Client, Follower
+from gateway.service import SNAPSHOT_REUSE_S
 from tests.gateway.stack import GatewayProc, Stack, assert_matches_log, events_of, offset_of, until_all
 from tests.harness import unique, wait_for
 from tests.pipeline.helpers import all_finished, read_transcript, same_partition_ids
@@ -66,6 +68,7 @@ async def _join_mid_answer(stack: Stack, gw: GatewayProc, *, expect_sessions: bo
     async with Client(gw.url, stack.token("alice")) as client:
         first = client.follow(cid, transport="ws")
         await first.once(until=opened)
+        first_opened = time.monotonic()
         start = offset_of(first_frame(first, "snapshot")["cursor"])
         # Long enough for any lag of the session app; the phone stops it once it has joined.
         accepted = await client.prompt(cid, "Long [[tokens=20000]] [[rate=200]]", prompt_id="p-1")
@@ -78,6 +81,9 @@ async def _join_mid_answer(stack: Stack, gw: GatewayProc, *, expect_sessions: bo
                     return bool(answer.get("live") and answer["live"]["last_seq"] >= 5)
 
                 await wait_for(holds_part, 60, 0.1)
+            # A snapshot fetched within SNAPSHOT_REUSE_S serves the next open of the conversation:
+            # the phone must fetch its own, not reuse the first device's (of a new conversation).
+            await wait_for(lambda: time.monotonic() - first_opened > SNAPSHOT_REUSE_S, 5, 0.05)
         # A second device with no cursor: snapshot (the partial answer), then live; it stops the answer.
         phone = client.follow(cid, transport="sse")
         await phone.once(until=lambda f: f.get("type") == "token", timeout_s=60)
