@@ -179,6 +179,13 @@ class Hub:
 
     def from_memory(self, conversation_id: str, partition: int, after: int, upto: int) -> list[Entry] | None:
         """The conversation's events in ``(after, upto]`` if the window holds all of them."""
+        found = self.packed_from_memory(conversation_id, partition, after, upto)
+        return None if found is None else [unpack(packed) for packed in found]
+
+    def packed_from_memory(
+        self, conversation_id: str, partition: int, after: int, upto: int
+    ) -> list[Packed] | None:
+        """``from_memory`` as the window keeps the events (``entry.unpack`` makes each an entry)."""
         conv = self.conversations.get(conversation_id)
         if conv is None:
             return [] if after + 1 >= self.base(partition) else None
@@ -191,7 +198,8 @@ class Hub:
                 break
             if offset <= upto:
                 found.append(packed)
-        return [unpack(packed) for packed in reversed(found)]
+        found.reverse()
+        return found
 
     def offsets(self, conversation_id: str, partition: int, after: int, upto: int) -> list[int] | None:
         """Offsets of the conversation's events in ``(after, upto]`` if the index holds all of them."""

@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 
 from gateway.catchup import JUMP, MAX_TAKE, plan
 from gateway.connection import Connection, Control, State
-from gateway.entry import Entry, entry_of, pack, unpack
+from gateway.entry import Entry, Packed, entry_of, pack, unpack
 from gateway.errors import SlowClient
 from gateway.hub import Hub, HubLimits
 from gateway.merge import Gap, Merger, merge
+from gateway.service import FIRST_STRETCH, STRETCH, Stretch, from_window
 from schemas.records import (
     ResponseCancelled,
     ResponseCompleted,
@@ -386,3 +387,33 @@ def test_one_live_frame_in_eight_is_timed_from_its_read_to_its_write() -> None:
     total = metrics.registry.get_sample_value("tokenlog_gateway_delivery_seconds_sum")
     assert total is not None
     assert 0.003 <= total / 2 < 1.0
+
+
+def _stretches(packed: list[Packed], splice: int) -> list[Stretch]:
+    async def collect() -> list[Stretch]:
+        return [stretch async for stretch in from_window(packed, splice)]
+
+    return asyncio.run(collect())
+
+
+def test_a_long_catch_up_from_memory_opens_with_its_first_events_alone() -> None:
+    log = [started(10), *(delta(11 + seq, seq) for seq in range(FIRST_STRETCH + STRETCH + 4))]
+    stretches = _stretches([pack(e) for e in log], splice=5000)
+    assert [len(s.entries) for s in stretches] == [FIRST_STRETCH, STRETCH, 5]
+    assert [(s.through, s.last) for s in stretches] == [
+        (10 + FIRST_STRETCH - 1, False),
+        (10 + FIRST_STRETCH + STRETCH - 1, False),
+        (5000, True),
+    ]
+    assert [e for s in stretches for e in s.entries] == log
+    # Fed to a merger one by one, the stretches give the log, checked as it goes.
+    merger = Merger(9, 5000, None)
+    assert [e for s in stretches for e in merger.feed(s.entries, s.through)] == log
+
+
+def test_a_short_catch_up_from_memory_is_one_stretch() -> None:
+    log = [started(10), *(delta(11 + seq, seq) for seq in range(FIRST_STRETCH - 1))]
+    [stretch] = _stretches([pack(e) for e in log], splice=80)
+    assert (stretch.entries, stretch.through, stretch.last) == (log, 80, True)
+    [empty] = _stretches([], splice=80)
+    assert (empty.entries, empty.through, empty.last) == ([], 80, True)
