@@ -292,7 +292,8 @@ async def _clients_async(job: ClientsJob, ready: Any, out: Any) -> None:
         try:
             await (ws_client(cid) if i % 2 == 0 else sse_client(cid))
         except Exception as exc:
-            problems["errors"].append(f"{cid}: {exc!r}"[:300])
+            body = getattr(getattr(exc, "response", None), "body", b"") or b""  # a refused handshake's
+            problems["errors"].append(f"{cid}: {type(exc).__name__} {bytes(body)[:300]!r} {exc!r}"[:600])
             if not all_subscribed.is_set():
                 note_subscribed()
             raise

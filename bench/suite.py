@@ -196,7 +196,11 @@ def budget(bootstrap: str, secret: str, token: str, workdir: Path, plan: dict[st
         point["sustained"] = floor_sustained(point)
         out["floor_ceiling"].append(point)
         print(line("floor only", point), f"sustained: {point['sustained']}", flush=True)
-    gateway, url = start_gateway(bootstrap, secret, workdir, "gateway-alone", {})
+    # Without a session app the gateway hydrates each new conversation by scanning its partition:
+    # 200 scans of the Kafka-only points' records, queued on four catch-up consumers before the
+    # point starts, took over the 10 s default for the last of them (a 503 at subscribe).
+    alone_env = {"TOKENLOG_GATEWAY_CATCHUP_TIMEOUT_S": "60"}
+    gateway, url = start_gateway(bootstrap, secret, workdir, "gateway-alone", alone_env)
     try:
         pids = {**broker, "gateway": gateway.pid or 0}
         out["no_sessions"] = run_point(bootstrap, url, token, Point(answers, rate, plan["seconds"]), pids)
