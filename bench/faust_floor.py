@@ -1,57 +1,30 @@
 """The Faust floor: what Faust itself costs the session app a token.
 
-An app built as the session app is (its transport, fetch settings, batching and settings, read from
-the same environment), with one agent on ``conversation.tokens`` that takes each batch and applies
-nothing: no decoding, no state, no table writes. Its CPU per token at a load, beside the session
-app's at the same load in the same run (``bench.suite``), is the part of the session app's cost
-that is Faust's own: the consumer thread, and a message, an event and a stream step per record.
+The session app's own Faust app (``pipeline.sessions.app.faust_app``: its settings, transport and
+fetch settings, read from the same environment) with one agent on ``conversation.tokens`` that
+takes each batch as the session app does and applies nothing: no decoding, no state, no table
+writes. Its CPU per token at a load, beside the session app's at the same load in the same run
+(``bench.suite``), is the part of the session app's cost that is Faust's own: the consumer thread,
+and a message, an event and a stream step per record.
 
     python -m bench.faust_floor
 """
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import replace
 from typing import Any
 
 import faust
 from faust.web import Request, Response
 
-from infra.priority import lower_priority
-from infra.topics import shared_partition_count
-from pipeline.sessions import kafka
+from pipeline.sessions.app import faust_app, prepare, source_topic
 from pipeline.sessions.settings import SessionsSettings
-from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
+from schemas.registry import TOKENS_TOPIC
 
 
 def create_app(settings: SessionsSettings) -> faust.App:
-    app = faust.App(
-        settings.app_id,
-        broker=f"kafka://{settings.bootstrap_servers}",
-        store="memory://",
-        datadir=settings.data_dir,
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
-        topic_allow_declare=False,
-        consumer_auto_offset_reset="earliest",
-        processing_guarantee="at_least_once",
-        web_host=settings.web_host,
-        web_port=settings.web_port,
-        web_in_thread=False,
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 5),
-    )
-    app.transport = kafka.transport(
-        app, fetch_min_bytes=settings.fetch_min_bytes, fetch_max_wait_ms=settings.fetch_max_wait_ms
-    )
-    tokens = app.topic(
-        TOKENS_TOPIC,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-        internal=False,
-    )
+    app = faust_app(settings)
+    tokens = source_topic(app, TOKENS_TOPIC, settings)
     taken: list[int] = [0]
 
     @app.agent(tokens)
@@ -69,12 +42,7 @@ def create_app(settings: SessionsSettings) -> faust.App:
 
 
 def main() -> None:
-    settings = SessionsSettings.from_env()
-    lower_priority(settings.nice)  # as the session app does, before any thread starts
-    partitions = asyncio.run(
-        shared_partition_count(settings.bootstrap_servers, (PROMPTS_TOPIC, TOKENS_TOPIC))
-    )
-    app = create_app(replace(settings, partitions=partitions))
+    app = create_app(prepare(SessionsSettings.from_env()))
     worker = faust.Worker(app, loglevel="INFO", quiet=True)
     worker.execute_from_commandline()
 

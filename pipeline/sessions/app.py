@@ -52,7 +52,9 @@ async def cluster_epoch(bootstrap: str) -> str:
     return str(cluster["cluster_id"])
 
 
-def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
+def faust_app(settings: SessionsSettings) -> faust.App:
+    """The Faust app with the session app's settings and consumer (``bench.faust_floor`` is built
+    on it too, so that it measures what the session app's Faust costs)."""
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.bootstrap_servers}",
@@ -80,22 +82,22 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
     app.transport = kafka.transport(
         app, fetch_min_bytes=settings.fetch_min_bytes, fetch_max_wait_ms=settings.fetch_max_wait_ms
     )
-    # Values arrive as bytes and are decoded in the agents: a record Faust itself could not decode
-    # stalled its stream, while our DecodeError is skipped and counted, with where it lives.
-    prompts = app.topic(
-        PROMPTS_TOPIC,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-        internal=False,
+    return app
+
+
+def source_topic(app: faust.App, name: str, settings: SessionsSettings) -> Any:
+    """``conversation.prompts`` or ``conversation.tokens`` as the app reads it. Values arrive as
+    bytes and are decoded in the agents: a record Faust itself could not decode stalled its
+    stream, while our DecodeError is skipped and counted, with where it lives."""
+    return app.topic(
+        name, key_serializer="raw", value_serializer="raw", partitions=settings.partitions, internal=False
     )
-    tokens = app.topic(
-        TOKENS_TOPIC,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-        internal=False,
-    )
+
+
+def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
+    app = faust_app(settings)
+    prompts = source_topic(app, PROMPTS_TOPIC, settings)
+    tokens = source_topic(app, TOKENS_TOPIC, settings)
     metrics = SessionsMetrics()
 
     def decode(codec: TopicCodec[Any], event: Any) -> Any:
@@ -353,19 +355,24 @@ def changelog_specs(settings: SessionsSettings) -> list[TopicSpec]:
     return specs
 
 
-def run(settings: SessionsSettings) -> NoReturn:
-    # Before Faust starts its threads: they inherit the nice value.
+def prepare(settings: SessionsSettings) -> SessionsSettings:
+    """Before Faust starts: the process's CPU priority lowered (its threads inherit the nice
+    value), and ``settings`` with the source topics' partition count (the tables are
+    co-partitioned with them)."""
     lowered = lower_priority(settings.nice)
     if lowered:  # Faust has not set up logging yet
         print(f"sessions: CPU priority lowered ({', '.join(lowered)})", file=sys.stderr, flush=True)
     try:
-        # The tables share the source topics' partition count (co-partitioning).
         partitions = asyncio.run(
             shared_partition_count(settings.bootstrap_servers, (PROMPTS_TOPIC, TOKENS_TOPIC))
         )
     except InfraError as exc:
         raise SystemExit(f"error: {exc}") from exc
-    settings = replace(settings, partitions=partitions)
+    return replace(settings, partitions=partitions)
+
+
+def run(settings: SessionsSettings) -> NoReturn:
+    settings = prepare(settings)
     asyncio.run(ensure(settings.bootstrap_servers, changelog_specs(settings)))
     epoch = settings.epoch or asyncio.run(cluster_epoch(settings.bootstrap_servers))
     app = create_app(settings, epoch)
