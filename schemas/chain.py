@@ -71,17 +71,20 @@ def content(event: TokenEvent) -> bytes:
 def content_of(value: bytes, event: TokenEvent) -> bytes:
     """``content(event)`` for the record ``value`` it was decoded from: sliced out of the record
     when it was written with v2 (no re-encoding), encoded again otherwise."""
-    prev, own = event.prev_hash, event.hash
-    if value.startswith(_V2_HEADER) and len(prev) < 64 and len(own) < 64:  # one-byte lengths
-        end = len(value) - len(own) - len(prev) - 2
-        if value[end:] == bytes((len(prev) << 1,)) + prev + bytes((len(own) << 1,)) + own:
-            return value[len(_V2_HEADER) : end]
+    chain = _avro_bytes(event.prev_hash) + _avro_bytes(event.hash)
+    if value.startswith(_V2_HEADER) and value.endswith(chain) and len(value) >= len(_V2_HEADER) + len(chain):
+        return value[len(_V2_HEADER) : len(value) - len(chain)]
     return content(event)
 
 
 def link(prev_hash: bytes, event: TokenEvent) -> bytes:
     """The hash ``event`` must carry when it follows an event whose hash is ``prev_hash``."""
-    return hashlib.sha256(prev_hash + content(event)).digest()
+    return _digest(prev_hash, content(event))
+
+
+def _digest(prev_hash: bytes, body: bytes) -> bytes:
+    """The chain's hash of an event whose content is ``body``."""
+    return hashlib.sha256(prev_hash + body).digest()
 
 
 def seal(event: E, prev_hash: bytes) -> E:
@@ -94,7 +97,7 @@ def seal_encoded(event: E, prev_hash: bytes) -> tuple[E, bytes]:
     encoded once instead of twice (for its hash, then for the record): a v2 record is the chain's
     content followed by the two chain fields."""
     body = content(event)
-    own = hashlib.sha256(prev_hash + body).digest()
+    own = _digest(prev_hash, body)
     sealed = dataclasses.replace(event, prev_hash=prev_hash, hash=own)
     if not _WRITES_V2:
         return sealed, TOKENS.encode(sealed)
@@ -121,4 +124,4 @@ def intact(event: TokenEvent, value: bytes | None = None) -> bool:
     the record the event was decoded from, saves encoding it again."""
     if value is None:
         return event.hash == link(event.prev_hash, event)
-    return event.hash == hashlib.sha256(event.prev_hash + content_of(value, event)).digest()
+    return event.hash == _digest(event.prev_hash, content_of(value, event))
