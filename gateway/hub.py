@@ -34,7 +34,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gateway.entry import Entry, Packed, pack, unpack
+from gateway.entry import Entry, Packed, pack
 from gateway.ownership import Owners
 from schemas.records import ResponseStarted
 
@@ -177,15 +177,9 @@ class Hub:
             if not conv.subscribers and not conv.index:
                 del self.conversations[conversation_id]  # followed, never written: nothing to keep
 
-    def from_memory(self, conversation_id: str, partition: int, after: int, upto: int) -> list[Entry] | None:
-        """The conversation's events in ``(after, upto]`` if the window holds all of them."""
-        found = self.packed_from_memory(conversation_id, partition, after, upto)
-        return None if found is None else [unpack(packed) for packed in found]
-
-    def packed_from_memory(
-        self, conversation_id: str, partition: int, after: int, upto: int
-    ) -> list[Packed] | None:
-        """``from_memory`` as the window keeps the events (``entry.unpack`` makes each an entry)."""
+    def from_memory(self, conversation_id: str, partition: int, after: int, upto: int) -> list[Packed] | None:
+        """The conversation's events in ``(after, upto]`` if the window holds all of them, packed
+        as the window keeps them (``entry.unpack`` makes each an entry as it is passed on)."""
         conv = self.conversations.get(conversation_id)
         if conv is None:
             return [] if after + 1 >= self.base(partition) else None

@@ -478,7 +478,7 @@ class Gateway:
             if after >= end:
                 raise Resync("unknown_position", f"offset {after} is beyond the end of the log ({end})")
             return None, "memory", _once([], splice)  # the client is ahead of this gateway's reader
-        memory = self.hub.packed_from_memory(cid, partition, after, splice)
+        memory = self.hub.from_memory(cid, partition, after, splice)
         if memory is not None:
             return None, "memory", from_window(memory, splice)
         expected = self.hub.offsets(cid, partition, after, splice)
