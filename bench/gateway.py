@@ -35,6 +35,7 @@ import websockets
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import SERVICE_HEADERS
 from bench.worker import RESULTS, kafka
 from gateway.auth import TokenService
 from gateway.wire import SSEDecoder
@@ -108,7 +109,9 @@ def start_sessions(
         },
     )
     proc.start()
-    wait_until(lambda: http_ok(f"{url}/readyz")() or not proc.running(), 120, what="sessions ready")
+    wait_until(
+        lambda: http_ok(f"{url}/readyz", SERVICE_HEADERS)() or not proc.running(), 120, what="sessions ready"
+    )
     if not proc.running():
         raise RuntimeError(f"{name} did not start: {proc.log_path.read_text()[-2000:]}")
     return proc, url

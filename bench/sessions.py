@@ -31,6 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
+from bench import SERVICE_HEADERS
 from bench.worker import RESULTS, kafka
 from infra.process import ManagedProcess, free_port, wait_until
 from infra.settings import TopicSettings
@@ -113,7 +114,7 @@ def start(bootstrap: str, app_id: str, data_dir: Path, store: str, log: Path) ->
 
 def ready(url: str) -> bool:
     try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+        return httpx.get(f"{url}/readyz", headers=SERVICE_HEADERS, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -151,7 +152,7 @@ def measure(bootstrap: str, count: int, store: str, workdir: Path) -> dict[str, 
             )
             figures[f"{phase}_caught_up_s"] = time.monotonic() - began
             sample = f"rec-{run_id}-{count - 1}"
-            body = httpx.get(f"{url}/sessions/{sample}", timeout=10).json()
+            body = httpx.get(f"{url}/sessions/{sample}", headers=SERVICE_HEADERS, timeout=10).json()
             if body.get("turns", [{}])[0].get("answer") != "".join(f" word{s}" for s in range(5)):
                 raise AssertionError(f"{phase}: the recovered snapshot is wrong: {body}")
             proc.kill()

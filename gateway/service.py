@@ -180,6 +180,7 @@ class Gateway:
         await self._catchup.warm()
         self._snapshots = Snapshots(
             sessions_url=s.sessions_url,
+            service_token=s.service_token,
             timeout_s=s.sessions_timeout_s,
             epoch=self.epoch,
             catchup=self._catchup,

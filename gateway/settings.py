@@ -24,6 +24,9 @@ class GatewaySettings:
     sessions_url: str = "http://127.0.0.1:18082"
     """The session-state service (snapshots); when it does not answer, snapshots come from the log."""
     sessions_timeout_s: float = 2.0
+    service_token: str = field(default="", repr=False)
+    """The service credential sent to the session-state service (``TOKENLOG_SERVICE_TOKEN``, the
+    one it is started with); at least 32 bytes."""
     dev_mode: bool = False
     """Development mode: ``POST /v1/dev/token`` issues tokens. Never on in production."""
     secret: str = field(default="", repr=False)
@@ -88,6 +91,7 @@ class GatewaySettings:
             port=env_int(env, "TOKENLOG_GATEWAY_PORT", d.port),
             sessions_url=env_str(env, "TOKENLOG_GATEWAY_SESSIONS_URL", d.sessions_url).rstrip("/"),
             sessions_timeout_s=env_float(env, "TOKENLOG_GATEWAY_SESSIONS_TIMEOUT_S", d.sessions_timeout_s),
+            service_token=env_str(env, "TOKENLOG_SERVICE_TOKEN", d.service_token),
             dev_mode=env_bool(env, "TOKENLOG_GATEWAY_DEV_MODE", d.dev_mode),
             secret=env_str(env, "TOKENLOG_GATEWAY_SECRET", d.secret),
             token_ttl_s=env_int(env, "TOKENLOG_GATEWAY_TOKEN_TTL_S", d.token_ttl_s),
@@ -125,6 +129,11 @@ class GatewaySettings:
         if len(self.secret.encode()) < 32:
             raise ValueError(
                 "TOKENLOG_GATEWAY_SECRET must be set to at least 32 bytes (every gateway shares it)"
+            )
+        if len(self.service_token.encode()) < 32:
+            raise ValueError(
+                "TOKENLOG_SERVICE_TOKEN must be set to at least 32 bytes: the session-state "
+                "service's credential (make run makes one in .local/service-token)"
             )
         for name in ("window_events", "queue_frames", "catchup_consumers", "max_body_bytes"):
             if getattr(self, name) < 1:

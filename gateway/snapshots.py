@@ -48,6 +48,7 @@ class Snapshots:
         self,
         *,
         sessions_url: str,
+        service_token: str,
         timeout_s: float,
         epoch: str,
         catchup: CatchUp,
@@ -57,7 +58,9 @@ class Snapshots:
         self._epoch = epoch
         self._catchup = catchup
         self._position = position
-        self._http = httpx.AsyncClient(timeout=timeout_s)
+        self._http = httpx.AsyncClient(
+            timeout=timeout_s, headers={"Authorization": f"Bearer {service_token}"}
+        )
         self.sessions_ok: bool | None = None
 
     async def close(self) -> None:

@@ -31,17 +31,23 @@ class ServiceSpec:
     """What to print for the user once it is ready (label -> URL)."""
 
 
-def http_ok(url: str) -> Callable[[], bool]:
-    """A readiness probe: ``url`` answers 200."""
+def http_ok(url: str, headers: Mapping[str, str] | None = None) -> Callable[[], bool]:
+    """A readiness probe: ``url`` answers 200 (to a request with ``headers``)."""
 
     def probe() -> bool:
         try:
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback URL we built
+            request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310 - loopback URL we built
+            with urllib.request.urlopen(request, timeout=1) as response:  # noqa: S310 - loopback URL we built
                 return bool(response.status == 200)
         except OSError:
             return False
 
     return probe
+
+
+def service_headers(token: str) -> dict[str, str]:
+    """The headers that carry the service credential to the session-state service."""
+    return {"Authorization": f"Bearer {token}"}
 
 
 def dev_secret(path: Path) -> str:

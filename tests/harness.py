@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import subprocess
 import uuid
@@ -45,6 +46,12 @@ class KafkaForTests:
         lines = self.broker.server_log.read_text(errors="replace").splitlines()
         version = next((line for line in reversed(lines) if "Kafka version:" in line), "version not logged")
         return f"local JVM broker at {self.bootstrap} (PID {self.broker.pid()}); its log: {version}"
+
+
+SERVICE_TOKEN = os.environ.setdefault("TOKENLOG_SERVICE_TOKEN", secrets.token_urlsafe(48))
+"""The service credential of every session app and gateway the tests start (they inherit it)."""
+SERVICE_HEADERS = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
+"""What a test sends to the session app's routes."""
 
 
 def unique(prefix: str) -> str:

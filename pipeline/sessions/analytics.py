@@ -4,6 +4,12 @@ The tokens agent turns each newly applied start or end of an answer into a metri
 re-delivered events, which the reducers already ignore) and sends it, keyed by model, to a
 repartition topic; a second agent folds it into a tumbling-window table, so one worker holds
 all of a model's figures.
+
+Active conversations are counted, not listed: a window's value stays the same size however many
+conversations it sees (a list of their ids, rewritten at every metric, grew past the changelog's
+message limit at about 27,000 conversations a minute). The tokens agent marks a metric
+``first_in_window`` when its conversation has had none in the current window
+(``Session.active_window``), so each conversation counts once a window.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ def empty_stats() -> dict[str, Any]:
         "duration_count": 0,
         "duration_sum_ms": 0,
         "duration_max_ms": 0,
-        "conversations": [],
+        "active_conversations": 0,
     }
 
 
@@ -61,8 +67,8 @@ def add(stats: dict[str, Any] | None, metric: dict[str, Any]) -> dict[str, Any]:
     """``stats`` with ``metric`` counted in (a new dict; the input is left as it was)."""
     out = {**empty_stats(), **(stats or {})}
     out[metric["kind"]] += 1
-    if metric["conversation_id"] not in out["conversations"]:
-        out["conversations"] = [*out["conversations"], metric["conversation_id"]]
+    if metric.get("first_in_window"):
+        out["active_conversations"] += 1
     if metric["kind"] != "started":
         out["tokens"] += metric["tokens"]
         if metric["ttft_ms"] is not None:
@@ -76,7 +82,8 @@ def add(stats: dict[str, Any] | None, metric: dict[str, Any]) -> dict[str, Any]:
 
 
 def public(stats: dict[str, Any] | None) -> dict[str, Any]:
-    """The stats as served: the conversation ids replaced by their count."""
+    """The stats as served (a window stored before the count replaced the list of conversation
+    ids is counted from its list)."""
     full = {**empty_stats(), **(stats or {})}
-    conversations = full.pop("conversations")
-    return {**full, "active_conversations": len(conversations)}
+    full["active_conversations"] += len(full.pop("conversations", ()))
+    return full

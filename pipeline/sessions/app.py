@@ -17,6 +17,7 @@ Web (Faust's own server):
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import sys
 import time
@@ -25,6 +26,7 @@ from datetime import timedelta
 from typing import Any, NoReturn
 
 import faust
+from aiohttp import web as aiohttp_web
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -39,6 +41,7 @@ from pipeline.sessions.metrics import SessionsMetrics
 from pipeline.sessions.settings import SessionsSettings
 from pipeline.sessions.snapshot import snapshot
 from pipeline.sessions.state import LiveAnswer, Session, evolve_live, evolve_live_deltas, evolve_session
+from pipeline.sessions.store import Loaded, Tables
 from schemas.codec import PROMPTS, TOKENS, TopicCodec
 from schemas.cursor import Cursor
 from schemas.errors import DecodeError
@@ -66,7 +69,12 @@ def faust_app(settings: SessionsSettings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
         web_host=settings.web_host,
+        web_bind=settings.web_host,  # Faust's default binds every interface
         web_port=settings.web_port,
+        # Faust's own pages list the tables' keys and values and the workers' addresses.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        producer_max_request_size=settings.producer_max_request_size,
         # Where other workers proxy snapshot requests for keys this worker owns.
         canonical_url=f"http://{settings.web_host}:{settings.web_port}",
         web_in_thread=False,
@@ -94,8 +102,25 @@ def source_topic(app: faust.App, name: str, settings: SessionsSettings) -> Any:
     )
 
 
+def require_credential(app: faust.App, token: str) -> None:
+    """Every request to ``app``'s web server must bear ``token`` (``Authorization: Bearer``,
+    compared in constant time), or it gets 401 before any route runs, Faust's own included."""
+    expected = f"Bearer {token}".encode()
+
+    @aiohttp_web.middleware
+    async def credential(request: aiohttp_web.Request, handler: Any) -> Any:
+        if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected):
+            error = {"code": "unauthorized", "message": "this service needs its service credential"}
+            return aiohttp_web.json_response({"error": error}, status=401)
+        return await handler(request)
+
+    app.web.web_app.middlewares.append(credential)  # type: ignore[attr-defined]  # the aiohttp driver's
+
+
 def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
+    settings.check()
     app = faust_app(settings)
+    require_credential(app, settings.service_token)
     prompts = source_topic(app, PROMPTS_TOPIC, settings)
     tokens = source_topic(app, TOKENS_TOPIC, settings)
     metrics = SessionsMetrics()
@@ -135,10 +160,13 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
 
     sessions = state_table(TABLES[0])
     live = state_table(TABLES[1])
-
-    def load(key: bytes) -> tuple[Session, LiveAnswer]:
-        session = sessions.get(key) or Session(key.decode())
-        return session, live.get(key) or LiveAnswer()
+    tables = Tables(
+        sessions,
+        live,
+        state_table(TABLES[3]),
+        max_value_bytes=settings.max_value_bytes,
+        refused=lambda table: metrics.refused_writes.labels(table).inc(),
+    )
 
     @app.agent(prompts)
     async def apply_prompts(stream: Any) -> None:
@@ -147,10 +175,12 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
             if record is None or event.key is None:
                 continue
             key = event.key
-            session, _ = load(key)
-            updated = evolve_session(session, record, event.message.offset, max_turns=settings.max_turns)
-            if updated is not session:
-                sessions[key] = updated
+            found = Loaded(key.decode(), sessions.get(key) or Session(key.decode()), LiveAnswer())
+            updated = evolve_session(
+                found.session, record, event.message.offset, max_turns=settings.max_turns
+            )
+            if updated is not found.session:
+                tables.save(key, found, updated, found.live)
                 metrics.applied.labels(PROMPTS_TOPIC).inc()
             else:
                 metrics.ignored.labels(PROMPTS_TOPIC).inc()
@@ -173,7 +203,7 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
 
     def apply_batch(stream: Any, events: list[Any]) -> list[dict[str, Any]]:
         """Apply ``events`` (in log order per partition); the usage metrics they produced."""
-        loaded: dict[bytes, tuple[Session, LiveAnswer]] = {}
+        loaded: dict[bytes, Loaded] = {}
         state: dict[bytes, tuple[Session, LiveAnswer]] = {}
         # A conversation's deltas since its last other event: applied at once (evolve_live_deltas),
         # before its next other event or at the end of the batch.
@@ -207,7 +237,8 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
                 # Faust's RocksDB store reads a key from the partition of the event being
                 # processed (and writes it there, with its changelog record): always the key's own.
                 stream._set_current_event(event)
-                state[key] = loaded[key] = load(key)
+                found = loaded[key] = tables.load(key)
+                state[key] = (found.session, found.live)
             last_event[key] = event
             decoded += 1
             if isinstance(record, TokenDelta):  # only the live answer's text: see apply_run
@@ -221,20 +252,21 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
             live_after = evolve_live(answer, record, offset)
             metric = answer_metric(record, answer, live_after)
             if metric is not None:
+                window = int(time.time() // settings.window_s)
+                if updated.active_window != window:
+                    metric["first_in_window"] = True
+                    updated = replace(updated, active_window=window)
                 out.append(metric)
             state[key] = (updated, live_after)
             changed += updated is not session or live_after is not answer
         for key in list(runs):
             changed += apply_run(key)
         for key, (session, answer) in state.items():
-            before_session, before_answer = loaded[key]
-            if session is before_session and answer is before_answer:
+            found = loaded[key]
+            if session is found.session and answer is found.live:
                 continue
             stream._set_current_event(last_event[key])
-            if session is not before_session:
-                sessions[key] = session
-            if answer is not before_answer:
-                live[key] = answer
+            tables.save(key, found, session, answer)
         if events:
             stream._set_current_event(events[-1])
         applied.update(upto)
@@ -245,7 +277,8 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
     @app.agent(usage_topic)
     async def count_usage(stream: Any) -> None:
         async for event in stream.events():
-            models_here.add(event.key)
+            if len(models_here) < MAX_MODEL_LABELS:  # bounded label series on /metrics
+                models_here.add(event.key)
             usage[event.key] = add(usage[event.key].current(), event.value)
 
     @app.page("/analytics/models/{model}")
@@ -270,7 +303,7 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
         async def get(self: View, request: Request, *_: Any, **__: Any) -> Response:
             conversation_id = request.match_info["conversation_id"]
             key = conversation_id.encode()
-            session, answer = sessions.get(key), live.get(key)
+            session, answer = tables.whole(key, max_chars=settings.max_snapshot_chars)
             partition = app.producer.key_partition(TOKENS_TOPIC, key).partition
             upto = applied.get(partition)
             if session is None and answer is None:
@@ -323,7 +356,10 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
 
 log = logging.getLogger(__name__)
 
-TABLES = ("sessions", "live", "usage")
+TABLES = ("sessions", "live", "usage", "texts")
+MAX_MODEL_LABELS = 64
+"""Models whose usage ``/metrics`` exports as label values (a model past them is still counted
+and served by ``/analytics/models/{model}``)."""
 
 
 def usage_topic_name(settings: SessionsSettings) -> str:
@@ -372,6 +408,10 @@ def prepare(settings: SessionsSettings) -> SessionsSettings:
 
 
 def run(settings: SessionsSettings) -> NoReturn:
+    try:
+        settings.check()
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from exc
     settings = prepare(settings)
     asyncio.run(ensure(settings.bootstrap_servers, changelog_specs(settings)))
     epoch = settings.epoch or asyncio.run(cluster_epoch(settings.bootstrap_servers))

@@ -31,6 +31,12 @@ class SessionsMetrics:
             ["topic"],
             registry=r,
         )
+        self.refused_writes = Counter(
+            "tokenlog_sessions_refused_writes",
+            "Table values not stored because they were over max_value_bytes, by table",
+            ["table"],
+            registry=r,
+        )
         self.snapshots = Counter(
             "tokenlog_sessions_snapshots_served",
             "Snapshot requests answered here, by status",

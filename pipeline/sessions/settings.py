@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from infra.env import env_float, env_int, env_str
 
@@ -21,8 +21,23 @@ class SessionsSettings:
     """Partitions of the tables; ``run`` sets it to the topics' own count (co-partitioning)."""
     replication_factor: int = 1
     web_host: str = "127.0.0.1"
+    """The address the web server binds to and other workers of the app reach it at (loopback
+    by default; a deployment sets the pod's address)."""
     web_port: int = 18082
+    service_token: str = field(default="", repr=False)
+    """The service credential every web request must bear (``Authorization: Bearer <token>``):
+    the gateway's, shared by the app's workers (Faust forwards it when it routes a request to
+    the worker that holds the key). At least 32 bytes; the app does not start without it."""
     max_turns: int = 50
+    max_snapshot_chars: int = 8_000_000
+    """A snapshot's finished turns are the newest whose prompt and answer texts fit in this many
+    characters together; older ones are counted in ``dropped_turns`` (the live answer is whole)."""
+    max_value_bytes: int = 512 * 1024
+    """A table value larger than this is not stored (logged with its key, counted) instead of
+    failing the changelog write: none is, as texts are kept in pieces (``texts.py``)."""
+    producer_max_request_size: int = 1024 * 1024
+    """The changelog producer's request limit (Faust's default is 1,000,000 bytes), at the
+    broker's own message limit (``message.max.bytes``, 1,048,588) less the batch overhead."""
     window_s: int = 60
     """Width of the usage analytics' tumbling windows."""
     session_timeout_s: float = 10.0
@@ -67,7 +82,10 @@ class SessionsSettings:
             replication_factor=env_int(env, "TOKENLOG_TOPIC_REPLICATION_FACTOR", d.replication_factor),
             web_host=env_str(env, "TOKENLOG_SESSIONS_HOST", d.web_host),
             web_port=env_int(env, "TOKENLOG_SESSIONS_PORT", d.web_port),
+            service_token=env_str(env, "TOKENLOG_SERVICE_TOKEN", d.service_token),
             max_turns=env_int(env, "TOKENLOG_SESSIONS_MAX_TURNS", d.max_turns),
+            max_snapshot_chars=env_int(env, "TOKENLOG_SESSIONS_MAX_SNAPSHOT_CHARS", d.max_snapshot_chars),
+            max_value_bytes=env_int(env, "TOKENLOG_SESSIONS_MAX_VALUE_BYTES", d.max_value_bytes),
             window_s=env_int(env, "TOKENLOG_SESSIONS_WINDOW_S", d.window_s),
             session_timeout_s=env_float(env, "TOKENLOG_SESSIONS_SESSION_TIMEOUT_S", d.session_timeout_s),
             epoch=env_str(env, "TOKENLOG_LOG_EPOCH", d.epoch),
@@ -84,6 +102,14 @@ class SessionsSettings:
             producer_linger_ms=env_int(env, "TOKENLOG_SESSIONS_PRODUCER_LINGER_MS", d.producer_linger_ms),
             nice=env_int(env, "TOKENLOG_SESSIONS_NICE", d.nice),
         )
+
+    def check(self) -> None:
+        """Refuse settings the app cannot run safely with."""
+        if len(self.service_token.encode()) < 32:
+            raise ValueError(
+                "TOKENLOG_SERVICE_TOKEN must be set to at least 32 bytes: the service credential "
+                "the gateway sends (make run makes one in .local/service-token)"
+            )
 
     def table_options(self) -> dict[str, int]:
         """RocksDB options of every table partition (ignored by the memory store)."""

@@ -83,6 +83,9 @@ class Session:
     """Offset in ``conversation.tokens`` of the last event applied to this part."""
     prompts_offset: int = -1
     """Offset in ``conversation.prompts`` of the last command applied."""
+    active_window: int = -1
+    """The usage analytics' window (``time // window_s``) this conversation was last counted
+    active in (``analytics``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +287,7 @@ def session_from_dict(data: dict[str, Any]) -> Session:
         pending=tuple(PendingPrompt(**p) for p in data["pending"]),
         tokens_offset=data["tokens_offset"],
         prompts_offset=data["prompts_offset"],
+        active_window=data.get("active_window", -1),
     )
 
 

@@ -27,7 +27,7 @@ from infra.settings import TopicSettings
 from schemas.cursor import Cursor
 from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
 from tests.gateway.stack import GatewayProc, Stack, partition_of
-from tests.harness import unique, wait_for
+from tests.harness import SERVICE_HEADERS, unique, wait_for
 from tests.pipeline.helpers import all_finished, read_transcript
 
 pytestmark = pytest.mark.integration
@@ -247,13 +247,14 @@ def test_malformed_records_on_both_topics_are_skipped_and_the_next_prompt_is_ans
     assert gw.metric("tokenlog_gateway_undecodable_records_total") >= undecodable + 4
 
     async def snapshot_turns() -> list[str]:  # the session app applies the answer too (it may trail)
-        auth = {"Authorization": f"Bearer {stack.token('fuzz-records')}"}
         turns: list[str] = []
 
         async def has_turn() -> bool:
             nonlocal turns
             async with httpx.AsyncClient(timeout=10) as http:
-                body = (await http.get(f"{stack.sessions_url}/sessions/{cid}", headers=auth)).json()
+                body = (
+                    await http.get(f"{stack.sessions_url}/sessions/{cid}", headers=SERVICE_HEADERS)
+                ).json()
             turns = [t["answer"] for t in body.get("turns", ())]
             return bool(turns)
 

@@ -28,7 +28,7 @@ from schemas.codec import PROMPTS, TOKENS
 from schemas.records import PromptSubmitted, ResponseResumed, TokenDelta, TokenEvent
 from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
 from tests.gateway.stack import GatewayProc, Stack, events_of, folds_of, partition_of
-from tests.harness import create_topic, unique, wait_for
+from tests.harness import SERVICE_HEADERS, create_topic, unique, wait_for
 from tests.pipeline.helpers import start_worker
 
 pytestmark = pytest.mark.integration
@@ -129,7 +129,7 @@ def _snapshot(stack: Stack, cid: str, response_ids: list[str]) -> dict[str, Any]
     found: dict[str, Any] = {}
 
     def settled() -> bool:
-        response = httpx.get(f"{stack.sessions_url}/sessions/{cid}", timeout=10)
+        response = httpx.get(f"{stack.sessions_url}/sessions/{cid}", headers=SERVICE_HEADERS, timeout=10)
         if response.status_code != 200:
             return False
         found.update(response.json())

@@ -14,7 +14,7 @@ import pytest
 from gateway.client import Client, Follower
 from gateway.service import SNAPSHOT_REUSE_S
 from tests.gateway.stack import GatewayProc, Stack, assert_matches_log, events_of, offset_of, until_all
-from tests.harness import unique, wait_for
+from tests.harness import SERVICE_HEADERS, unique, wait_for
 from tests.pipeline.helpers import all_finished, read_transcript, same_partition_ids
 
 pytestmark = pytest.mark.integration
@@ -77,7 +77,9 @@ async def _join_mid_answer(stack: Stack, gw: GatewayProc, *, expect_sessions: bo
             async with httpx.AsyncClient(timeout=10) as http:
 
                 async def holds_part() -> bool:
-                    answer = (await http.get(f"{stack.sessions_url}/sessions/{cid}")).json()
+                    answer = (
+                        await http.get(f"{stack.sessions_url}/sessions/{cid}", headers=SERVICE_HEADERS)
+                    ).json()
                     return bool(answer.get("live") and answer["live"]["last_seq"] >= 5)
 
                 await wait_for(holds_part, 60, 0.1)

@@ -18,7 +18,7 @@ from schemas.codec import PROMPTS, TOKENS
 from schemas.errors import DecodeError
 from schemas.records import PromptRecord, ResponseStarted, TokenEvent
 from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
-from tests.harness import ServiceRunner, wait_for
+from tests.harness import SERVICE_HEADERS, ServiceRunner, wait_for
 
 
 async def submit(bootstrap: str, *records: PromptRecord) -> list[tuple[int, int]]:
@@ -115,7 +115,7 @@ def start_worker(
     """A generation worker as a real process; ready once it has joined and been assigned."""
     from infra.process import free_port
 
-    port = free_port()
+    port = int((env or {}).get("TOKENLOG_WORKER_HTTP_PORT") or free_port())
     return services.start(
         name,
         [sys.executable, "-m", "pipeline", "worker"],
@@ -177,7 +177,7 @@ def start_sessions(
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         },
-        ready=http_ok(f"{url}/readyz"),
+        ready=http_ok(f"{url}/readyz", SERVICE_HEADERS),
         timeout_s=90,
     )
     return proc, url
@@ -200,7 +200,7 @@ async def caught_up(bootstrap: str, url: str, cid: str, timeout_s: float = 180.0
 
             async def applied_to_the_end() -> bool:
                 nonlocal last
-                response = await client.get(f"{url}/sessions/{cid}")
+                response = await client.get(f"{url}/sessions/{cid}", headers=SERVICE_HEADERS)
                 last = (response.status_code, response.text[:300])
                 if response.status_code != 404:
                     return False
@@ -221,7 +221,7 @@ async def caught_up(bootstrap: str, url: str, cid: str, timeout_s: float = 180.0
 def get_snapshot(url: str, cid: str) -> tuple[int, Any]:
     import httpx
 
-    response = httpx.get(f"{url}/sessions/{cid}", timeout=10)
+    response = httpx.get(f"{url}/sessions/{cid}", headers=SERVICE_HEADERS, timeout=10)
     return response.status_code, response.json()
 
 
@@ -237,7 +237,7 @@ async def snapshot_at(url: str, cid: str, offset: int, timeout_s: float = 60.0) 
         last: Any = None
         status: Any = None
         while loop.time() < deadline:
-            response = await client.get(f"{url}/sessions/{cid}")
+            response = await client.get(f"{url}/sessions/{cid}", headers=SERVICE_HEADERS)
             status = (response.status_code, response.text[:300])
             if response.status_code == 200:
                 last = response.json()

@@ -15,7 +15,7 @@ from pipeline.ids import response_id
 from schemas.cursor import Cursor, parse
 from schemas.records import CancelRequested, PromptSubmitted, TokenDelta, now_ms
 from schemas.registry import TOKENS_TOPIC
-from tests.harness import ServiceRunner, unique
+from tests.harness import SERVICE_HEADERS, ServiceRunner, unique
 from tests.pipeline.helpers import (
     all_finished,
     caught_up,
@@ -102,7 +102,7 @@ def test_snapshot_of_a_scripted_conversation_equals_the_log_and_names_its_last_e
 
     import httpx
 
-    metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    metrics = httpx.get(f"{url}/metrics", headers=SERVICE_HEADERS, timeout=10).text
     # At least the records this test wrote (the shared topics may hold other tests' too).
     for topic in ("conversation.tokens", "conversation.prompts"):
         found = re.search(rf'tokenlog_sessions_decode_errors_total{{topic="{topic}"}} ([0-9.]+)', metrics)
@@ -113,7 +113,9 @@ def test_snapshot_of_a_scripted_conversation_equals_the_log_and_names_its_last_e
     from tests.harness import wait_for
 
     def counted() -> bool:
-        body: dict[str, Any] = httpx.get(f"{url}/analytics/models/tokenlog-demo-1", timeout=10).json()
+        body: dict[str, Any] = httpx.get(
+            f"{url}/analytics/models/tokenlog-demo-1", headers=SERVICE_HEADERS, timeout=10
+        ).json()
         both = [body["current"], body["previous"]]
         return bool(
             sum(w["started"] for w in both) >= 4
@@ -124,7 +126,7 @@ def test_snapshot_of_a_scripted_conversation_equals_the_log_and_names_its_last_e
         )
 
     asyncio.run(wait_for(counted, timeout_s=30))
-    exposed = httpx.get(f"{url}/metrics", timeout=10).text
+    exposed = httpx.get(f"{url}/metrics", headers=SERVICE_HEADERS, timeout=10).text
     assert 'tokenlog_sessions_usage_current_window{figure="started",model="tokenlog-demo-1"}' in exposed
 
 
@@ -231,7 +233,10 @@ def test_two_workers_share_the_tables_and_either_answers_for_any_conversation(
 
     def both_ready() -> bool:
         try:
-            return all(httpx.get(f"{u}/readyz", timeout=2).status_code == 200 for u in (url1, url2))
+            return all(
+                httpx.get(f"{u}/readyz", headers=SERVICE_HEADERS, timeout=2).status_code == 200
+                for u in (url1, url2)
+            )
         except httpx.HTTPError:
             return False
 
@@ -245,7 +250,9 @@ def test_two_workers_share_the_tables_and_either_answers_for_any_conversation(
 
     # The usage table is partitioned by model: both workers answer with the one owner's figures.
     def usage_from(url: str) -> tuple[int, int]:
-        body = httpx.get(f"{url}/analytics/models/tokenlog-demo-1", timeout=10).json()
+        body = httpx.get(
+            f"{url}/analytics/models/tokenlog-demo-1", headers=SERVICE_HEADERS, timeout=10
+        ).json()
         windows = (body["current"], body["previous"])
         return sum(w["started"] for w in windows), sum(w["completed"] for w in windows)
 
