@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from gateway.client import Client, ClientError
@@ -97,3 +98,66 @@ def test_a_snapshot_fetched_as_an_answer_completes_holds_the_answer_as_it_was_st
         f"(by answer of its conversation: {by_answer}):\n" + "\n".join(wrong[:10])
     )
     assert gw.metric("tokenlog_gateway_snapshot_folds_total", outcome="folded") > before
+
+
+async def _cut_back(stack: Stack, gw: GatewayProc) -> tuple[tuple[str, str] | None, bool]:
+    """A zombie's delta (seq 2) reaches the session app's snapshot; a CONTINUE takeover after seq 1
+    then cuts it back. The takeover is read by the gateway while the snapshot it fetched before
+    is reused: the turn it serves, and whether the reuse held (the fold met the cut-back)."""
+    from aiokafka import AIOKafkaProducer
+
+    from schemas.codec import TOKENS
+    from schemas.records import ResponseCompleted, ResponseResumed, ResponseStarted, ResumeMode, TokenDelta
+    from schemas.registry import TOKENS_TOPIC
+
+    cid, user = unique("zombie"), unique("owner")
+    rid = f"r-{cid}"
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, enable_idempotence=True)
+    await producer.start()
+
+    async def write(*events: Any) -> None:
+        for event in events:
+            await producer.send_and_wait(TOKENS_TOPIC, TOKENS.encode(event), key=cid.encode())
+
+    try:
+        now = int(time.time() * 1000)
+        await write(
+            ResponseStarted(cid, rid, "p-1", user, "q", "demo", now),
+            *(TokenDelta(cid, rid, seq, text, now) for seq, text in enumerate(("a", "b", "STALE"))),
+        )
+        async with httpx.AsyncClient(timeout=10) as http:
+
+            async def applied() -> bool:
+                live = (await http.get(f"{stack.sessions_url}/sessions/{cid}")).json().get("live")
+                return bool(live and live["last_seq"] == 2)
+
+            await wait_for(applied, 60, 0.05)
+        async with Client(gw.url, stack.token(user)) as client:
+            began = time.monotonic()
+            first = await client.snapshot(cid)  # fetched from the session app, with the stale seq 2
+            assert first["live"]["answer"] == "abSTALE"
+            await write(
+                ResponseResumed(cid, rid, 1, 1, ResumeMode.CONTINUE, now),
+                TokenDelta(cid, rid, 2, "c", now, attempt=1),
+                ResponseCompleted(cid, rid, 2, now, attempt=1),
+            )
+            follower = client.follow(cid, cursor=first["cursor"])  # the gateway has read them
+            await follower.once(until=_completed(rid), timeout_s=30)
+            second = await client.snapshot(cid)
+            reused = time.monotonic() - began < SNAPSHOT_REUSE_S
+        return _turn(second, rid), reused
+    finally:
+        await producer.stop()
+
+
+def test_a_takeover_cutting_back_text_the_snapshot_had_is_served_from_the_log(
+    stack: Stack, gw: GatewayProc
+) -> None:
+    for _ in range(3):  # the cut-back meets the fold only while the first snapshot is reused
+        before = gw.metric("tokenlog_gateway_snapshot_folds_total", outcome="log")
+        turn, reused = asyncio.run(_cut_back(stack, gw))
+        assert turn == ("completed", "abc")
+        if reused:
+            assert gw.metric("tokenlog_gateway_snapshot_folds_total", outcome="log") > before
+            return
+    pytest.fail("the snapshot was never reused within SNAPSHOT_REUSE_S (the machine is too slow)")
