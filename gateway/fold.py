@@ -20,7 +20,7 @@ Pure: no I/O, nothing gateway-specific but the snapshot contract.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from pipeline.sessions.snapshot import snapshot
@@ -59,7 +59,9 @@ class Folded:
 
 
 def _turn(data: dict[str, Any]) -> Turn:
-    return Turn(**{k: v for k, v in data.items() if k in _TURN_FIELDS})
+    if data.keys() <= _TURN_FIELDS:
+        return Turn(**data)
+    return Turn(**{k: v for k, v in data.items() if k in _TURN_FIELDS})  # a newer contract's keys
 
 
 def state_of(body: dict[str, Any], after: int) -> tuple[Session, LiveAnswer]:
@@ -86,14 +88,11 @@ def state_of(body: dict[str, Any], after: int) -> tuple[Session, LiveAnswer]:
 
 def apply(
     session: Session, live: LiveAnswer, events: Iterable[tuple[TokenEvent, int]], *, max_turns: int
-) -> tuple[Session, LiveAnswer, int]:
+) -> tuple[Session, LiveAnswer]:
     """``events`` (each with its offset, in log order) applied as the session app applies them:
-    runs of deltas at once (``evolve_live_deltas``), every other event to both parts. Also how
-    many there were."""
+    runs of deltas at once (``evolve_live_deltas``), every other event to both parts."""
     run: list[tuple[TokenDelta, int]] = []
-    count = 0
     for event, offset in events:
-        count += 1
         if isinstance(event, TokenDelta):
             run.append((event, offset))
             continue
@@ -105,7 +104,7 @@ def apply(
             raise CannotFold(f"a takeover of {event.response_id} cuts back into the snapshot's text")
     if run:
         live = evolve_live_deltas(live, run)
-    return session, live, count
+    return session, live
 
 
 def fold(
@@ -121,17 +120,20 @@ def fold(
     conversation's events in ``(after, upto]``, folded in; its cursor then names ``upto`` (the
     conversation has no other event up to there). Finished turns the snapshot had are passed on
     as they came; keys the fold does not know are kept."""
+    tail = list(events)
+    last = max(after, upto)
+    if not tail:
+        return Folded({**body, "cursor": Cursor(epoch, partition, last).format()}, last, 0)
     session, live = state_of(body, after)
     # A session app that has dropped turns keeps as many inline as it shows; else the default.
     max_turns = len(session.turns) if session.dropped_turns and session.turns else MAX_TURNS
-    session, live, count = apply(session, live, events, max_turns=max_turns)
-    last = max(after, upto)
-    if not count:
-        return Folded({**body, "cursor": Cursor(epoch, partition, last).format()}, last, 0)
-    built = snapshot(session, live, epoch=epoch, partition=partition, applied_upto=last)
+    session, live = apply(session, live, tail, max_turns=max_turns)
+    # The snapshot's own turns go out as they came (only the new ones are written anew).
     kept = {t["response_id"]: t for t in body.get("turns") or ()}
-    built["turns"] = [kept.get(t["response_id"], t) for t in built["turns"]]
-    return Folded({**body, **built}, last, count)
+    new = tuple(t for t in session.turns if t.response_id not in kept)
+    built = snapshot(replace(session, turns=new), live, epoch=epoch, partition=partition, applied_upto=last)
+    built["turns"] = [kept[t.response_id] for t in session.turns if t.response_id in kept] + built["turns"]
+    return Folded({**body, **built}, last, len(tail))
 
 
 __all__ = ["UNKNOWN", "CannotFold", "Folded", "apply", "fold", "state_of"]
