@@ -38,6 +38,14 @@ class GatewayMetrics:
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
             registry=r,
         )
+        self.snapshot_folds = Counter(
+            "tokenlog_gateway_snapshot_folds",
+            "Snapshots served, by how the gateway's tail was folded in: folded, current (nothing to "
+            "fold), log (a takeover it could not apply: rebuilt from the log), unread (the tail "
+            "could not be read: served as the session app had it)",
+            ["outcome"],
+            registry=r,
+        )
         self.slow_closes = Counter(
             "tokenlog_gateway_slow_client_closes",
             "Streams closed for falling behind",

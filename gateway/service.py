@@ -49,6 +49,7 @@ from gateway.errors import (
     UnknownConversation,
     WrongShard,
 )
+from gateway.fold import CannotFold, fold
 from gateway.hub import Hub, HubLimits
 from gateway.limits import ConnectionCounter, RateLimiter
 from gateway.merge import Gap, Merger
@@ -63,7 +64,7 @@ from infra.broker import cluster_metadata
 from infra.errors import InfraError
 from infra.gcpause import GcPauses
 from infra.topics import partition_for, shared_partition_count
-from schemas.cursor import Position, Sentinel, check
+from schemas.cursor import Cursor, Position, Sentinel, check
 from schemas.errors import CursorError
 from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
 
@@ -253,21 +254,74 @@ class Gateway:
         assert self._snapshots is not None
         return self._snapshots
 
-    async def snapshot(self, conversation_id: str) -> Snapshot:
-        """The conversation's snapshot. One fetched within the last ``SNAPSHOT_REUSE_S`` is used
-        again: opening a stream checks the owner and then hydrates, and a snapshot a moment old
-        is as good a starting point (the merge catches up from its cursor)."""
+    async def snapshot(self, conversation_id: str, upto: int | None = None) -> Snapshot:
+        """The conversation's snapshot with every event this gateway has read for it up to
+        ``upto`` (default: all it has read) folded in (``fold.py``): it never trails the
+        stream. One fetched within the last ``SNAPSHOT_REUSE_S`` is used again (opening a stream
+        checks the owner and then hydrates), brought up to date by the same fold."""
         now = time.monotonic()
         recent = self._recent.get(conversation_id)
         if recent is not None and now - recent[0] < SNAPSHOT_REUSE_S:
-            return recent[1]
-        snap = await self.snapshots.get(conversation_id, self.partition_of(conversation_id))
+            fetched, snap = recent
+        else:
+            snap = await self.snapshots.get(conversation_id, self.partition_of(conversation_id))
+            fetched = time.monotonic()
+        snap = await self._fold(conversation_id, snap, upto)
         if snap.owner:
             self.owners.learn(conversation_id, snap.owner)
-        self._recent[conversation_id] = (time.monotonic(), snap)
+        self._recent.pop(conversation_id, None)
+        self._recent[conversation_id] = (fetched, snap)
         while len(self._recent) > RECENT_SNAPSHOTS:
             del self._recent[next(iter(self._recent))]
         return snap
+
+    async def _fold(self, cid: str, snap: Snapshot, upto: int | None) -> Snapshot:
+        """``snap`` with the conversation's events in ``(snap.cursor, upto]`` folded in, read as a
+        resume reads them (the memory window, else a seek). A takeover the fold cannot apply is
+        answered with a snapshot rebuilt from the log; a tail that cannot be read (a gap, beyond
+        retention) leaves the snapshot as the session app made it (consistent at its cursor: a
+        stream spliced there still gets every event once), with a warning."""
+        partition, after = snap.cursor.partition, snap.cursor.last_offset
+        top = self.hub.position.get(partition, -1) if upto is None else upto
+        if top <= after:
+            self.metrics.snapshot_folds.labels("current").inc()
+            return snap
+        try:
+            tail = await self._tail(cid, partition, after, top)
+            folded = fold(
+                snap.body,
+                after=after,
+                events=((e.event, e.offset) for e in tail),
+                upto=top,
+                epoch=snap.cursor.epoch,
+                partition=partition,
+            )
+        except CannotFold as exc:
+            log.info("snapshot rebuilt from the log: %s", exc)
+            self.metrics.snapshot_folds.labels("log").inc()
+            return await self.snapshots.from_log(cid, partition)
+        except (Resync, Gap) as exc:
+            log.warning("snapshot served without the gateway's tail, which could not be read: %s", exc)
+            self.metrics.snapshot_folds.labels("unread").inc()
+            return snap
+        self.metrics.snapshot_folds.labels("folded" if folded.events else "current").inc()
+        return Snapshot(
+            folded.body,
+            Cursor(snap.cursor.epoch, partition, folded.last_offset),
+            snap.source,
+            snap.exists or folded.events > 0,
+        )
+
+    async def _tail(self, cid: str, partition: int, after: int, upto: int) -> list[Entry]:
+        """The conversation's events in ``(after, upto]``, gap-checked (``after < upto``, and
+        ``upto`` at most the hub's position)."""
+        expected, _, chunks = await self._catch_up(cid, partition, after, upto)
+        merger = Merger(after, upto, expected)
+        found: list[Entry] = []
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                found += merger.feed(chunk.entries, chunk.through)
+        return found + merger.finish(())
 
     async def owner_of(self, conversation_id: str) -> str | None:
         """The conversation's owner, or None for a conversation nobody has written to yet."""
@@ -349,7 +403,7 @@ class Gateway:
         path = "memory"
         try:
             if position is None:
-                snap = await self.snapshot(cid)
+                snap = await self.snapshot(cid, upto=splice)
                 self._check_owner(conn, snap)
                 conn.push(
                     Control(
@@ -446,7 +500,7 @@ class Gateway:
 
     async def _resync(self, conn: Connection, reason: str, message: str, splice: int) -> list[Entry]:
         log.info("resync of a %s stream: %s", conn.transport, reason)
-        snap = await self.snapshot(conn.conversation_id)
+        snap = await self.snapshot(conn.conversation_id, upto=splice)
         self._check_owner(conn, snap)
         conn.push(
             Control(

@@ -70,7 +70,7 @@ class Snapshots:
         found = await self._from_sessions(conversation_id, partition)
         if found is not None:
             return found
-        return await self._from_log(conversation_id, partition)
+        return await self.from_log(conversation_id, partition)
 
     async def _from_sessions(self, conversation_id: str, partition: int) -> Snapshot | None:
         try:
@@ -101,7 +101,7 @@ class Snapshots:
             return Snapshot(empty, cursor, "snapshot", exists=False)
         return Snapshot(body, cursor, "snapshot", exists=True)
 
-    async def _from_log(self, conversation_id: str, partition: int) -> Snapshot:
+    async def from_log(self, conversation_id: str, partition: int) -> Snapshot:
         upto = self._position(partition)
         start, _ = await self._catchup.bounds(partition)
         read = await self._catchup.read(partition, conversation_id.encode(), start, upto)
