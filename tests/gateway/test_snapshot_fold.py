@@ -15,7 +15,7 @@ import pytest
 from gateway.client import Client, ClientError
 from gateway.service import SNAPSHOT_REUSE_S
 from tests.gateway.stack import GatewayProc, Stack, events_of, folds_of
-from tests.harness import unique, wait_for
+from tests.harness import SERVICE_HEADERS, unique, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -128,7 +128,11 @@ async def _cut_back(stack: Stack, gw: GatewayProc) -> tuple[tuple[str, str] | No
         async with httpx.AsyncClient(timeout=10) as http:
 
             async def applied() -> bool:
-                live = (await http.get(f"{stack.sessions_url}/sessions/{cid}")).json().get("live")
+                live = (
+                    (await http.get(f"{stack.sessions_url}/sessions/{cid}", headers=SERVICE_HEADERS))
+                    .json()
+                    .get("live")
+                )
                 return bool(live and live["last_seq"] == 2)
 
             await wait_for(applied, 60, 0.05)
