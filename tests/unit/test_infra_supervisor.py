@@ -64,7 +64,12 @@ def test_a_service_that_exits_is_restarted_with_a_console_line(
         "if not p.exists():\n    p.touch(); sys.exit(3)\ntime.sleep(60)"
     )
     sup = make(_spec("flaky", code, ready=marker.exists))
-    assert _tick_until(sup, lambda: any("is back" in line for line in lines)) is None
+
+    def up_again() -> bool:
+        restarted = sum(line.startswith("flaky started") for line in lines) == 2
+        return restarted and sup.services[0].phase is Phase.READY
+
+    assert _tick_until(sup, up_again) is None
     log = tmp_path / "logs" / "flaky.log"
     assert f"flaky exited with code 3; restarting in 0.01 s (log: {log})" in lines
     assert sup.services[0].phase is Phase.READY
