@@ -1,7 +1,9 @@
 """``make run``: the broker (unless ``KAFKA_BOOTSTRAP_SERVERS`` names a cluster), the topics and
-every service, in the foreground. Ctrl-C (or SIGTERM) stops the services in reverse order and
-then the broker, if this command started it. A broker that was already running (``make
-kafka-up``) is left running.
+every service, in the foreground, supervised (``infra.supervisor``): a service that exits is
+started again after a capped, growing pause. Ctrl-C (or SIGTERM) stops the services in reverse
+order and then the broker, if this command started it; so does a service that fails to start
+several times in a row (exit code 1 then). A broker that was already running (``make kafka-up``)
+is left running.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import time
 
 from infra.broker import LocalBroker, wait_for_metadata
 from infra.errors import InfraError
-from infra.process import ManagedProcess, wait_until
 from infra.services import services
 from infra.settings import REPO_ROOT, InfraSettings
+from infra.supervisor import Supervisor
 from infra.topics import ensure, topic_specs
 
 
@@ -32,7 +34,7 @@ def main() -> int:
 
     broker: LocalBroker | None = None
     started_broker = False
-    running: list[ManagedProcess] = []
+    supervisor: Supervisor | None = None
     try:
         if settings.uses_external_cluster:
             _log(f"using the cluster at KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap}")
@@ -53,43 +55,31 @@ def main() -> int:
             f"{len(todo.create)} created)"
         )
 
-        logs = REPO_ROOT / ".local" / "logs"
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap}
-        for spec in services(settings.bootstrap):
-            proc = ManagedProcess(
-                spec.name, spec.argv, logs / f"{spec.name}.log", env={**env, **spec.env}, cwd=REPO_ROOT
-            )
-            proc.start()
-            running.append(proc)
-            if spec.ready is not None:
-                probe = spec.ready
-                wait_until(lambda p=proc, r=probe: r() or not p.running(), 60, what=f"{spec.name} ready")  # type: ignore[misc]
-                if not proc.running():
-                    raise InfraError(f"{spec.name} exited during start-up; see {proc.log_path}")
-            for label, url in spec.urls.items():
-                _log(f"{label}: {url}")
+        supervisor = Supervisor(
+            services(settings.bootstrap),
+            os.environ,
+            settings.run.log_dir,
+            settings.run.restarts,
+            settings.run.ready_timeout_s,
+            cwd=REPO_ROOT,
+            say=_log,
+        )
         _log(f"bootstrap servers: {settings.bootstrap}")
         _log("list topics:        make topics")
         _log("broker log:         make kafka-logs")
-        _log(f"service logs:       {logs}/")
-        _log("ready — press Ctrl-C to stop")
-
-        while not stop.wait(0.5):
-            for proc in running:
-                if not proc.running():
-                    _log(
-                        f"{proc.name} exited with code {proc.exit_code()}; stopping everything "
-                        f"(log: {proc.log_path})"
-                    )
-                    stop.set()
-        return 0 if all(p.running() for p in running) else 1
+        _log(f"service logs:       {settings.run.log_dir}/")
+        while not stop.wait(0.2):
+            verdict = supervisor.tick()
+            if verdict is not None:
+                _log(verdict)
+                return 1
+        return 0
     except (InfraError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        for proc in reversed(running):
-            _log(f"stopping {proc.name}")
-            proc.stop()
+        if supervisor is not None:
+            supervisor.stop()
         if broker is not None and started_broker:
             _log("stopping kafka")
             began = time.monotonic()

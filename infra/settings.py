@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.env import env_bool, env_float, env_int, env_str
+from infra.restarts import RestartPolicy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,6 +101,35 @@ class BrokerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RunSettings:
+    """How ``make run`` supervises its services."""
+
+    restarts: RestartPolicy = field(default_factory=RestartPolicy)
+    """Backoff, reset and give-up rule for services that exit (``infra.restarts``)."""
+    ready_timeout_s: float = 60.0
+    """A service not ready this long after it started is stopped: a failed start."""
+    log_dir: Path = REPO_ROOT / ".local" / "logs"
+    """One log file per service (appended across restarts)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RunSettings:
+        env = os.environ if env is None else env
+        d, r = cls(), RestartPolicy()
+        log_dir = env.get("TOKENLOG_RUN_LOG_DIR")
+        return cls(
+            restarts=RestartPolicy(
+                initial_s=env_float(env, "TOKENLOG_RUN_RESTART_INITIAL_S", r.initial_s),
+                max_s=env_float(env, "TOKENLOG_RUN_RESTART_MAX_S", r.max_s),
+                stable_s=env_float(env, "TOKENLOG_RUN_STABLE_S", r.stable_s),
+                quick_exit_s=env_float(env, "TOKENLOG_RUN_QUICK_EXIT_S", r.quick_exit_s),
+                max_failed_starts=env_int(env, "TOKENLOG_RUN_MAX_FAILED_STARTS", r.max_failed_starts),
+            ),
+            ready_timeout_s=env_float(env, "TOKENLOG_RUN_READY_TIMEOUT_S", d.ready_timeout_s),
+            log_dir=Path(log_dir).resolve() if log_dir else d.log_dir,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class InfraSettings:
     """Everything ``make run`` / ``make kafka-up`` / provisioning read from the environment."""
 
@@ -107,6 +137,7 @@ class InfraSettings:
     """An existing cluster (``KAFKA_BOOTSTRAP_SERVERS``); when set, no local broker is started."""
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     topics: TopicSettings = field(default_factory=TopicSettings)
+    run: RunSettings = field(default_factory=RunSettings)
 
     @property
     def uses_external_cluster(self) -> bool:
@@ -123,4 +154,5 @@ class InfraSettings:
             bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS") or None,
             broker=BrokerSettings.from_env(env),
             topics=TopicSettings.from_env(env),
+            run=RunSettings.from_env(env),
         )

@@ -154,8 +154,13 @@ async def describe(bootstrap: str, names: Iterable[str] | None = None) -> dict[s
         await admin.close()
 
 
-async def ensure(bootstrap: str, specs: Iterable[TopicSpec]) -> Plan:
-    """Create missing topics and align managed configs; idempotent and safe to race."""
+ENSURE_WAIT_S = 30.0
+"""How long ``ensure`` waits for the topics it created to show in the metadata."""
+
+
+async def ensure(bootstrap: str, specs: Iterable[TopicSpec], *, wait_s: float = ENSURE_WAIT_S) -> Plan:
+    """Create missing topics and align managed configs; idempotent and safe to race. Returns once
+    every created topic is in the metadata with all its partitions (up to ``wait_s``)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
     from aiokafka.errors import TopicAlreadyExistsError, for_code
@@ -186,12 +191,43 @@ async def ensure(bootstrap: str, specs: Iterable[TopicSpec]) -> Plan:
     finally:
         await admin.close()
     # A topic created concurrently by someone else must still match the spec.
-    after = await describe(bootstrap, [s.name for s in specs])
-    missing = [s.name for s in specs if s.name not in after]
-    if missing:
-        raise InfraError(f"topics still missing after create: {missing}")
+    after = await describe_when_visible(bootstrap, specs, wait_s)
     plan(specs, after)
     return todo
+
+
+def not_yet_visible(specs: Iterable[TopicSpec], seen: Mapping[str, int]) -> list[str]:
+    """The specs' topics that metadata showing ``seen`` (name -> partition count) does not show
+    yet with all their partitions, each with what it shows."""
+    return [
+        f"{s.name} ({seen.get(s.name, 0)}/{s.partitions} partitions)"
+        for s in specs
+        if seen.get(s.name, 0) < s.partitions
+    ]
+
+
+async def describe_when_visible(
+    bootstrap: str, specs: Iterable[TopicSpec], timeout_s: float
+) -> dict[str, TopicState]:
+    """``describe`` the specs' topics once the metadata shows each with all its partitions, polling
+    with short pauses doubling up to 0.5 s. ``create_topics`` returns once the controller has
+    accepted the topics; a broker under load shows them in its metadata some time later (issue 21,
+    item 11: with every core busy, ``describe`` right after the create missed them). After
+    ``timeout_s``, ``InfraError`` naming what is still missing."""
+    specs = tuple(specs)
+    names = [s.name for s in specs]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    pause = 0.02
+    while True:
+        found = await describe(bootstrap, names)
+        missing = not_yet_visible(specs, {name: state.partitions for name, state in found.items()})
+        if not missing:
+            return found
+        if loop.time() >= deadline:
+            raise InfraError(f"topics still missing {timeout_s:g}s after create: {', '.join(missing)}")
+        await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+        pause = min(pause * 2, 0.5)
 
 
 def partition_for(conversation_id: str, partitions: int) -> int:

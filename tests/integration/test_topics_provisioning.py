@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
+from infra.broker import LocalCluster
 from infra.errors import TopicMismatchError
+from infra.process import ManagedProcess
 from infra.topics import TopicSpec, describe, ensure
 from tests.harness import create_topic, unique
 
@@ -53,3 +61,43 @@ async def test_shared_partition_count_names_missing_and_mismatched_topics(bootst
         await shared_partition_count(bootstrap, (a, c))
     with pytest.raises(TopicMismatchError, match="topics missing"):
         await shared_partition_count(bootstrap, (a, unique("t.never")))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """Three brokers of their own: after a create, each learns the new topics from the quorum on
+    its own time, so the metadata a client asks for may not show them yet."""
+    nodes = LocalCluster(tmp_path_factory.mktemp("cluster") / "kafka", size=3)
+    nodes.start()
+    try:
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+@pytest.fixture
+def every_core_busy(tmp_path: Path) -> Iterator[list[ManagedProcess]]:
+    """One busy-looping process per core (a loaded CI box or laptop), each ended by its PID."""
+    spinners = [
+        ManagedProcess(f"spin-{i}", [sys.executable, "-c", "while True: pass"], tmp_path / f"spin-{i}.log")
+        for i in range(os.cpu_count() or 1)
+    ]
+    try:
+        for spinner in spinners:
+            spinner.start()
+        yield spinners
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+
+
+def test_ensure_waits_until_created_topics_show_in_the_metadata_with_every_core_busy(
+    cluster: LocalCluster, every_core_busy: list[ManagedProcess]
+) -> None:
+    for _ in range(3):  # without the wait, 5 runs of 6 failed with "topics still missing"
+        specs = [TopicSpec(unique(f"t.busy{i}"), 12, 3, {"cleanup.policy": "delete"}) for i in range(4)]
+        todo = asyncio.run(ensure(cluster.bootstrap, specs))
+        assert {s.name for s in todo.create} == {s.name for s in specs}
+        state = asyncio.run(describe(cluster.bootstrap, [s.name for s in specs]))
+        assert {n: s.partitions for n, s in state.items()} == {s.name: 12 for s in specs}
+    assert all(spinner.running() for spinner in every_core_busy), "the load went away during the test"

@@ -38,3 +38,11 @@ def test_plan_refuses_a_topic_with_another_partition_count_naming_it() -> None:
     specs = topic_specs(TopicSettings(partitions=12))
     with pytest.raises(TopicMismatchError, match=r"conversation\.tokens: has 6 partitions, spec says 12"):
         plan(specs, {TOKENS_TOPIC: TopicState(TOKENS_TOPIC, 6, {})})
+
+
+def test_a_topic_is_visible_only_with_every_partition_in_the_metadata() -> None:
+    from infra.topics import TopicSpec, not_yet_visible
+
+    specs = [TopicSpec("a", 4, 1), TopicSpec("b", 4, 1), TopicSpec("c", 4, 1)]
+    assert not_yet_visible(specs, {"a": 4, "b": 2}) == ["b (2/4 partitions)", "c (0/4 partitions)"]
+    assert not_yet_visible(specs, {"a": 4, "b": 4, "c": 4}) == []
