@@ -40,6 +40,7 @@ class Stack:
 
     proc: ManagedProcess
     ports: dict[str, int]
+    service_token: str
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
@@ -69,7 +70,7 @@ def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
         "TOKENLOG_SESSIONS_PORT": str(ports["sessions"]),
         "TOKENLOG_GATEWAY_PORT": str(ports["gateway"]),
         "TOKENLOG_GATEWAY_SECRET": secrets.token_urlsafe(48),
-        "TOKENLOG_SERVICE_TOKEN": secrets.token_urlsafe(48),
+        "TOKENLOG_SERVICE_TOKEN": (service_token := secrets.token_urlsafe(48)),
         "TOKENLOG_OPENAI_API_KEY": PROVIDER_KEY,  # unused by the demo model: only to see who gets it
         "TOKENLOG_WORKER_SESSION_TIMEOUT_MS": "6000",  # the restarted worker takes over sooner
         "TOKENLOG_TOPIC_PARTITIONS": "3",
@@ -94,13 +95,13 @@ def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
             what="make run to be ready",
         )
         assert proc.running(), f"make run exited at start-up:\n{tail(proc.log_path)}"
-        yield Stack(proc, ports)
+        yield Stack(proc, ports, service_token)
     finally:
         proc.stop(grace_s=60)
 
 
-async def _ready(url: str) -> bool:
-    async with httpx.AsyncClient(timeout=2) as http:
+async def _ready(url: str, token: str) -> bool:
+    async with httpx.AsyncClient(timeout=2, headers={"Authorization": f"Bearer {token}"}) as http:
         try:
             return (await http.get(f"{url}/readyz")).status_code == 200
         except httpx.HTTPError:
@@ -114,7 +115,7 @@ async def _kill_and_wait_back(stack: Stack, service: str) -> None:
     await wait_for(lambda: stack.lines(f"{service} is back") > backs, timeout_s=40)
     assert stack.pid(service) != pid
     assert stack.lines(f"{service} exited with code -9 (SIGKILL); restarting in") >= 1
-    await wait_for(lambda: _ready(stack.url(service)), timeout_s=20)
+    await wait_for(lambda: _ready(stack.url(service), stack.service_token), timeout_s=20)
 
 
 async def _follow_to_the_end(follower: Follower, response_id: list[str]) -> None:
