@@ -22,7 +22,7 @@ from infra.settings import TopicSettings
 from pipeline.ids import response_id
 from tests.gateway.stack import GatewayProc, Stack, partition_of
 from tests.harness import SERVICE_HEADERS, ServiceRunner, unique, wait_for
-from tests.pipeline.helpers import read_transcript, start_sessions, start_worker
+from tests.pipeline.helpers import all_finished, read_transcript, start_sessions, start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +95,9 @@ def test_a_5_mb_conversation_with_a_2_mb_answer_is_answered_hydrated_replayed_an
             return snapshot
 
     snapshot = asyncio.run(converse())
-    transcript = asyncio.run(read_transcript(stack.bootstrap, partition_of(cid), [cid], lambda t: True))
+    transcript = asyncio.run(
+        read_transcript(stack.bootstrap, partition_of(cid), [cid], all_finished(ids), timeout_s=120)
+    )
     from_log = {a.started.prompt_id: a.text for a in transcript.answers.values() if a.started is not None}
     turns = _turns(snapshot)
     assert [t[0] for t in turns] == ids
