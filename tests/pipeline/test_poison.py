@@ -106,3 +106,45 @@ def test_a_prompt_that_kills_every_worker_fails_as_poison_after_k_deaths_and_the
     assert takeups(list(final.events)) == takeups(list(transcript.events)), (
         "the poison prompt was taken up again after its offset was committed"
     )
+
+
+def test_a_worker_stalled_past_its_session_counts_as_lost_and_records_no_hand_over(
+    bootstrap: str, provisioned: TopicSettings, services: ServiceRunner
+) -> None:
+    """K=2. Attempt 0's worker is stopped (SIGSTOP) until the group drops it: lost. Attempt 1's
+    worker is killed: lost. The stopped worker, woken, is revoked as a non-member (it must record
+    no hand-over), rejoins, gets the partition back and fails the answer as poison. Had it recorded
+    a hand-over of attempt 0, only one attempt would count as lost and it would go on."""
+    import os
+    import signal
+
+    group, cid = unique("group"), unique("conv")
+    env = {"TOKENLOG_WORKER_COALESCE_MS": "0", "TOKENLOG_WORKER_POISON_ATTEMPTS": "2"}
+    stalled = start_worker(services, bootstrap, "w-stalled", group, env)
+    prompt = PromptSubmitted(cid, "p-1", "u-1", "Stall [[tokens=1000]] [[rate=20]]", now_ms())
+    [(partition, _)] = asyncio.run(submit(bootstrap, prompt))
+    asyncio.run(read_transcript(bootstrap, partition, [cid], lambda t: len(t.events) >= 5))
+    assert stalled.pid is not None
+    os.kill(stalled.pid, signal.SIGSTOP)
+    try:
+        second = start_worker(services, bootstrap, "w-second", group, env)
+        asyncio.run(
+            read_transcript(
+                bootstrap,
+                partition,
+                [cid],
+                lambda t: any(isinstance(e, ResponseResumed) for _, e in t.events),
+            )
+        )
+        second.kill()
+    finally:
+        os.kill(stalled.pid, signal.SIGCONT)
+
+    transcript = asyncio.run(
+        read_transcript(bootstrap, partition, [cid], all_finished(["p-1"]), timeout_s=90)
+    )
+    answer = transcript.by_prompt()["p-1"]
+    assert isinstance(answer.terminal, ResponseFailed), f"the answer ended {answer.status}, not failed"
+    assert answer.terminal.error_class == "poison_prompt"
+    assert "2 times" in answer.terminal.error_message
+    assert stalled.running()
