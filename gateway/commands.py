@@ -6,6 +6,10 @@ Idempotency on ``prompt_id``: the worker answers a prompt once however often it 
 log (the answer id is derived from conversation and prompt id). The gateway also remembers the
 prompts it accepted recently, so a client's retry returns the same 202 without a second write,
 and the same ``prompt_id`` with different text is refused (409).
+
+Prompt markers (the demo provider's ``[[tokens=N]]`` and co.) are checked against the caps with
+the worker's own parser (``pipeline.providers.markers``) before anything is written: over a cap,
+400 ``invalid_marker`` on every route that takes a prompt (JSON API, WebSocket, ``/api/chat``).
 """
 
 from __future__ import annotations
@@ -19,9 +23,12 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
-from gateway.errors import PromptIdReused, Unavailable
+from gateway.errors import InvalidMarker, PromptIdReused, Unavailable
 from gateway.models import Accepted, CancelBody, PromptBody
+from pipeline.errors import MarkerError
 from pipeline.ids import response_id
+from pipeline.providers.markers import parse_markers
+from pipeline.settings import MarkerCaps
 from schemas.codec import PROMPTS
 from schemas.records import CancelRequested, GenerationParameters, PromptRecord, PromptSubmitted, now_ms
 from schemas.registry import PROMPTS_TOPIC
@@ -63,6 +70,7 @@ class Commands:
     """A started ``AIOKafkaProducer`` with ``enable_idempotence=True`` (acks=all)."""
     timeout_s: float = 10.0
     remember: int = 100_000
+    markers: MarkerCaps = field(default_factory=MarkerCaps)
     _accepted: OrderedDict[tuple[str, str], tuple[str, Accepted]] = field(default_factory=OrderedDict)
 
     async def _produce(self, record: PromptRecord) -> tuple[int, int]:
@@ -78,6 +86,10 @@ class Commands:
         return int(meta.partition), int(meta.offset)
 
     async def prompt(self, conversation_id: str, user_id: str, body: PromptBody) -> Accepted:
+        try:
+            parse_markers(body.text, self.markers)
+        except MarkerError as exc:
+            raise InvalidMarker(str(exc)) from exc
         record = prompt_record(conversation_id, user_id, body, at=now_ms())
         key = (conversation_id, record.prompt_id)
         fingerprint = _fingerprint(body.model_copy(update={"prompt_id": record.prompt_id}))

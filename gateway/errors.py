@@ -69,6 +69,12 @@ class InvalidRequest(GatewayError):
     code = "invalid_request"
 
 
+class InvalidMarker(GatewayError):
+    """A demo prompt marker (``[[tokens=N]]``, ``[[rate=R]]``, ...) malformed or over its cap."""
+
+    code = "invalid_marker"
+
+
 class InvalidFrame(GatewayError):
     code = "invalid_frame"
 
@@ -148,6 +154,7 @@ class Internal(GatewayError):
 
 _TABLE = (
     Rule("invalid_request", 400, 4400, Action.STOP, "a body, parameter or id failed validation"),
+    Rule("invalid_marker", 400, 4400, Action.STOP, "a prompt marker malformed or over its cap (demo)"),
     Rule("invalid_frame", 0, 4400, Action.STOP, "a WebSocket frame that is not valid JSON of a known type"),
     Rule("invalid_cursor", 400, 4400, Action.STOP, "a cursor that is not a tokenlog cursor"),
     Rule("unauthorized", 401, 4401, Action.REAUTHENTICATE, "missing, expired or invalid token"),

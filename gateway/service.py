@@ -196,7 +196,7 @@ class Gateway:
             client_id="tokenlog-gateway",
         )
         await asyncio.wait_for(self._producer.start(), 30)
-        self._commands = Commands(self._producer, timeout_s=s.produce_timeout_s)
+        self._commands = Commands(self._producer, timeout_s=s.produce_timeout_s, markers=s.markers)
         self._reader = TailReader(
             s.bootstrap_servers,
             served,

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from infra.env import env_bool, env_float, env_int, env_str
+from pipeline.settings import MarkerCaps, marker_caps_from_env
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -61,6 +62,9 @@ class GatewaySettings:
     max_body_bytes: int = 64 * 1024
     max_prompt_chars: int = 32 * 1024
     max_ws_frame_bytes: int = 64 * 1024
+    markers: MarkerCaps = field(default_factory=MarkerCaps)
+    """Caps on the demo's prompt markers (the worker's ``TOKENLOG_DEMO_MARKER_*``): above them a
+    prompt gets 400 ``invalid_marker``."""
     prompt_rate_per_min: float = 60.0
     """Sustained prompts per user per minute (a token bucket)."""
     prompt_burst: int = 20
@@ -110,6 +114,7 @@ class GatewaySettings:
             max_body_bytes=env_int(env, "TOKENLOG_GATEWAY_MAX_BODY_BYTES", d.max_body_bytes),
             max_prompt_chars=env_int(env, "TOKENLOG_GATEWAY_MAX_PROMPT_CHARS", d.max_prompt_chars),
             max_ws_frame_bytes=env_int(env, "TOKENLOG_GATEWAY_MAX_WS_FRAME_BYTES", d.max_ws_frame_bytes),
+            markers=marker_caps_from_env(env),
             prompt_rate_per_min=env_float(env, "TOKENLOG_GATEWAY_PROMPT_RATE_PER_MIN", d.prompt_rate_per_min),
             prompt_burst=env_int(env, "TOKENLOG_GATEWAY_PROMPT_BURST", d.prompt_burst),
             max_connections_per_user=env_int(

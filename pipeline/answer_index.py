@@ -7,6 +7,13 @@ A compacted topic, ``conversation.answers``, co-partitioned with the prompts: ke
   ``scan_from`` = an offset of ``conversation.tokens`` at or before that first event;
 - ``status: "done"`` after its terminal event is durable.
 
+Each attempt at an answer is counted here, so a prompt that kills its workers cannot be taken
+over forever (see ``lost_attempts``): before attempt N starts (the first, or a takeover) the
+worker writes ``started`` with ``"attempt": N``, keeping the first ``scan_from``; a worker that
+hands an unfinished answer over gracefully (SIGTERM, or a rebalance it is still a member of)
+adds its attempt to ``"handed_over"``. Both fields are omitted at their defaults (0 and none), so
+entries written before them read the same.
+
 When a worker is assigned a partition it loads the index partition (one record per prompt within
 its retention, the idempotency window) and, for answers still "started", reads the tokens
 partition from the lowest ``scan_from`` to learn how far each got. Internal to the worker; not a
@@ -30,6 +37,17 @@ class IndexEntry:
     """``started`` or ``done``."""
     scan_from: int
     """A ``conversation.tokens`` offset at or before the answer's first event."""
+    attempt: int = 0
+    """The attempt last started (written before it starts)."""
+    handed_over: tuple[int, ...] = ()
+    """Attempts that ended by a graceful hand-over, not by a crash or a stall."""
+
+
+def lost_attempts(last_attempt: int, handed_over: tuple[int, ...]) -> int:
+    """How many of the attempts ``0..last_attempt`` were lost (their worker killed, or stalled
+    until the group moved the partition on) rather than handed over: each started attempt that
+    has no terminal event and no hand-over record. -1 (nothing started): 0."""
+    return max(0, last_attempt + 1 - len({h for h in handed_over if 0 <= h <= last_attempt}))
 
 
 IndexKey = tuple[str, str]
@@ -46,14 +64,27 @@ def decode_key(raw: bytes) -> IndexKey:
 
 
 def encode_entry(entry: IndexEntry) -> bytes:
-    return orjson.dumps(
-        {"response_id": entry.response_id, "status": entry.status, "scan_from": entry.scan_from}
-    )
+    data: dict[str, object] = {
+        "response_id": entry.response_id,
+        "status": entry.status,
+        "scan_from": entry.scan_from,
+    }
+    if entry.attempt:
+        data["attempt"] = entry.attempt
+    if entry.handed_over:
+        data["handed_over"] = list(entry.handed_over)
+    return orjson.dumps(data)
 
 
 def decode_entry(raw: bytes) -> IndexEntry:
     data = orjson.loads(raw)
-    return IndexEntry(str(data["response_id"]), str(data["status"]), int(data["scan_from"]))
+    return IndexEntry(
+        str(data["response_id"]),
+        str(data["status"]),
+        int(data["scan_from"]),
+        int(data.get("attempt", 0)),
+        tuple(int(h) for h in data.get("handed_over", ())),
+    )
 
 
 class AnswerIndex(Protocol):

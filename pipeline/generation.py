@@ -11,6 +11,22 @@ event. The events it writes, in order:
 Only then does the worker count the prompt's offset as done (see ``worker.py`` for the commit
 order). If the task is cancelled (the partition moved to another worker, or shutdown hands it
 over), it stops without a terminal event; the next owner continues the answer.
+
+Poison prompts: step 1 is written before *every* attempt, naming it (``"attempt": N``), and a
+graceful hand-over adds the attempt to ``handed_over`` (``worker.py``). Attempts with neither a
+terminal event nor a hand-over were lost: their worker died or stalled until the group moved
+the partition on (``answer_index.lost_attempts``, over the higher of the index's and the log's
+attempt). When ``poison_attempts`` (``TOKENLOG_WORKER_POISON_ATTEMPTS``, 3) were lost, no new
+attempt runs: the answer ends with ``ResponseResumed`` (fencing the last attempt, or
+``ResponseStarted`` if none reached the log) and ``ResponseFailed(poison_prompt)``, and the
+prompt's offset is committed like any other.
+
+Stalls: an answer that receives no piece from its provider for ``idle_timeout_s``
+(``TOKENLOG_WORKER_ANSWER_IDLE_TIMEOUT_S``) ends with ``ResponseFailed(provider_stalled)``.
+
+``ResponseFailed.error_message`` is the error's ``public_message()`` (a fixed text per error
+class); the exception's own text, which may hold a provider's response body or a host name, is
+only logged.
 """
 
 from __future__ import annotations
@@ -24,8 +40,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pipeline.answer_index import AnswerIndex, IndexEntry
-from pipeline.errors import ProviderError
+from pipeline.answer_index import AnswerIndex, IndexEntry, lost_attempts
+from pipeline.errors import ProviderError, ProviderStalledError
 from pipeline.metrics import WorkerMetrics
 from pipeline.providers.base import Finish, GenerationRequest, ModelProvider
 from pipeline.sink import EventSink
@@ -54,6 +70,11 @@ class Outcome(StrEnum):
     CANCELLED = "cancelled"
     ALREADY_DONE = "already_done"
     """The log already held this answer's terminal event (a redelivery or duplicate)."""
+    POISONED = "poisoned"
+    """Too many attempts were lost: ended with ``ResponseFailed(poison_prompt)`` without a new one."""
+
+
+POISON_CLASS = "poison_prompt"
 
 
 @dataclass
@@ -71,6 +92,26 @@ class AnswerJob:
     cancel_request: CancelRequested | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled_monotonic: float | None = None
+    entry: IndexEntry | None = None
+    """The answer index's entry of this prompt: loaded at assignment, then the one last written."""
+    attempt: int | None = None
+    """The attempt running now (set once its index entry is durable)."""
+    ended: bool = False
+    """Its terminal event is written: nothing is left to hand over."""
+
+    def handover_entry(self) -> IndexEntry | None:
+        """The index entry recording that the running attempt was handed over, or None when no
+        attempt is running unfinished."""
+        if self.attempt is None or self.ended or self.entry is None:
+            return None
+        handed = self.entry.handed_over
+        return IndexEntry(
+            self.response_id,
+            "started",
+            self.entry.scan_from,
+            self.attempt,
+            handed if self.attempt in handed else (*handed, self.attempt),
+        )
 
     def cancelled(self) -> bool:
         return self.cancel_request is not None
@@ -97,6 +138,10 @@ class Generator:
     scan_from: Callable[[int], int]
     """A tokens offset at or before the next event written to a partition."""
     coalesce_ms: float = 15.0
+    poison_attempts: int = 3
+    """Lost attempts after which a prompt is failed as ``poison_prompt`` instead of retried."""
+    idle_timeout_s: float | None = None
+    """No piece from the provider for this long fails the answer (``provider_stalled``)."""
 
     async def generate(self, job: AnswerJob) -> Outcome:
         prompt, p = job.prompt, job.partition
@@ -119,10 +164,28 @@ class Generator:
             )
             return Outcome.ALREADY_DONE
 
+        key = (prompt.conversation_id, prompt.prompt_id)
         model = self.provider.model_for(prompt)
-        prefix, seq, attempt = "", 0, 0
-        if resume is not None and resume.started is not None:
-            attempt = resume.attempt + 1
+        logged = resume is not None and resume.started is not None
+        entry = job.entry
+        # The last attempt started: the log's, or the index's when it is ahead (its worker died
+        # before the attempt's first event reached the log). -1: none.
+        indexed = entry.attempt if entry is not None else (0 if job.started_before else -1)
+        last = max(resume.attempt if resume is not None and logged else -1, indexed)
+        handed = entry.handed_over if entry is not None else ()
+        lost = lost_attempts(last, handed)
+        attempt = last + 1
+        if lost >= self.poison_attempts:
+            return await self._poisoned(job, attempt, lost, emit, pending)
+        # Step 1: the attempt is durable in the index before anything of it is generated.
+        scan_from = entry.scan_from if entry is not None else self.scan_from(p)
+        job.entry = IndexEntry(job.response_id, "started", scan_from, attempt, handed)
+        await self.index.put(p, key, job.entry)
+        job.attempt = attempt
+
+        prefix, seq = "", 0
+        if resume is not None and logged:
+            assert resume.started is not None
             mode = ResumeMode.CONTINUE if self.provider.can_continue else ResumeMode.RESTART
             if mode is ResumeMode.CONTINUE:
                 prefix, seq = resume.text, resume.last_seq + 1
@@ -139,35 +202,23 @@ class Generator:
                 )
             )
             self.metrics.failovers.labels(mode.value).inc()
-            log.info("took over %s at seq %d (attempt %d, %s)", job.response_id, seq, attempt, mode.value)
-        else:
-            if job.started_before:
-                attempt = 1  # someone started it and died before its first event: fence them
-            else:
-                await self.index.put(
-                    p,
-                    (prompt.conversation_id, prompt.prompt_id),
-                    IndexEntry(job.response_id, "started", self.scan_from(p)),
-                )
-            await emit(
-                ResponseStarted(
-                    prompt.conversation_id,
-                    job.response_id,
-                    prompt.prompt_id,
-                    prompt.user_id,
-                    prompt.text,
-                    model,
-                    now_ms(),
-                    prompt.device_id,
-                    prompt.parameters,
-                    attempt,
-                )
+            log.info(
+                "took over %s at seq %d (attempt %d, %s; %d lost so far)",
+                job.response_id,
+                seq,
+                attempt,
+                mode.value,
+                lost,
             )
+        else:
+            # attempt > 0: someone started it and died before its first event: fence them.
+            await emit(self._started(prompt, job.response_id, model, attempt))
 
         outcome, terminal = await self._stream(
             job, GenerationRequest(prompt, model, prefix), seq, attempt, emit
         )
         await emit(terminal)
+        job.ended = True
         await asyncio.gather(*pending)
         if job.cancelled_monotonic is not None and outcome is Outcome.CANCELLED:
             self.metrics.cancel_latency.observe(time.monotonic() - job.cancelled_monotonic)
@@ -178,6 +229,78 @@ class Generator:
         )
         self.metrics.answers.labels(outcome.value).inc()
         return outcome
+
+    @staticmethod
+    def _started(prompt: PromptSubmitted, rid: str, model: str, attempt: int) -> ResponseStarted:
+        return ResponseStarted(
+            prompt.conversation_id,
+            rid,
+            prompt.prompt_id,
+            prompt.user_id,
+            prompt.text,
+            model,
+            now_ms(),
+            prompt.device_id,
+            prompt.parameters,
+            attempt,
+        )
+
+    async def _poisoned(
+        self,
+        job: AnswerJob,
+        attempt: int,
+        lost: int,
+        emit: Callable[[TokenEvent], Awaitable[None]],
+        pending: list[asyncio.Future[int]],
+    ) -> Outcome:
+        """End an answer whose attempts were lost ``lost`` times, without running the provider."""
+        prompt, rid, resume = job.prompt, job.response_id, job.resume
+        log.warning(
+            "prompt %s of %s: %d attempts lost (worker killed or stalled); failing it as %s",
+            prompt.prompt_id,
+            prompt.conversation_id,
+            lost,
+            POISON_CLASS,
+        )
+        last_seq = -1
+        if resume is not None and resume.started is not None:
+            last_seq = resume.last_seq
+            await emit(
+                ResponseResumed(
+                    prompt.conversation_id,
+                    rid,
+                    attempt,
+                    last_seq,
+                    ResumeMode.CONTINUE,
+                    now_ms(),
+                    POISON_CLASS,
+                )
+            )
+        else:
+            model = self.provider.model_for(prompt)
+            await emit(self._started(prompt, rid, model, attempt))
+        await emit(
+            ResponseFailed(
+                prompt.conversation_id,
+                rid,
+                last_seq,
+                POISON_CLASS,
+                now_ms(),
+                f"generating this answer stopped its worker {lost} times; it is not tried again",
+                False,
+                attempt,
+            )
+        )
+        job.ended = True
+        await asyncio.gather(*pending)
+        scan_from = job.entry.scan_from if job.entry is not None else self.scan_from(job.partition)
+        await self.index.put(
+            job.partition,
+            (prompt.conversation_id, prompt.prompt_id),
+            IndexEntry(rid, "done", scan_from),
+        )
+        self.metrics.answers.labels(Outcome.POISONED.value).inc()
+        return Outcome.POISONED
 
     async def _stream(
         self,
@@ -228,6 +351,18 @@ class Generator:
                 cid, rid, seq - 1, now_ms(), req.request_id, req.user_id, req.device_id, attempt
             )
 
+        def failed(error: BaseException) -> tuple[Outcome, TokenEvent]:
+            if isinstance(error, ProviderError):
+                error_class, message, retriable = error.error_class, error.public_message(), error.retriable
+                log.warning("answer %s failed (%s): %s", rid, error_class, error)
+            else:  # already logged with its traceback by the pump
+                error_class, message, retriable = "internal", "the answer failed on an internal error", False
+            return Outcome.FAILED, ResponseFailed(
+                cid, rid, seq - 1, error_class, now_ms(), message[:500], retriable, attempt
+            )
+
+        idle = self.idle_timeout_s
+        idle_at = None if idle is None else loop.time() + idle
         if job.cancelled():
             return Outcome.CANCELLED, cancelled_event()
         pump_task = asyncio.create_task(pump(), name=f"provider-{rid}")
@@ -243,7 +378,8 @@ class Generator:
                     if getter is None:
                         getter = asyncio.ensure_future(queue.get())
                     waker = asyncio.ensure_future(job.wake.wait())
-                    timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                    wake_at = deadline if idle_at is None else min(deadline or idle_at, idle_at)
+                    timeout = None if wake_at is None else max(0.0, wake_at - loop.time())
                     waiting: set[asyncio.Future[Any]] = {getter, waker}
                     done, _ = await asyncio.wait(
                         waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
@@ -254,8 +390,12 @@ class Generator:
                         return Outcome.CANCELLED, cancelled_event()
                     if getter not in done:
                         await flush()  # the coalescing window closed; the get stays pending
+                        if idle_at is not None and loop.time() >= idle_at:
+                            return failed(ProviderStalledError(f"no piece from the provider for {idle:g}s"))
                         continue
                     item, getter = getter.result(), None
+                if idle is not None:
+                    idle_at = loop.time() + idle
                 if isinstance(item, str):
                     if not item:
                         continue
@@ -272,11 +412,7 @@ class Generator:
                     )
                 elif isinstance(item, BaseException):
                     await flush()
-                    error_class = item.error_class if isinstance(item, ProviderError) else "internal"
-                    retriable = item.retriable if isinstance(item, ProviderError) else False
-                    return Outcome.FAILED, ResponseFailed(
-                        cid, rid, seq - 1, error_class, now_ms(), str(item)[:500], retriable, attempt
-                    )
+                    return failed(item)
                 elif item is _END:
                     await flush()
                     return Outcome.FAILED, ResponseFailed(

@@ -20,6 +20,14 @@ all of this is done):
 A crash anywhere before 5 leaves the prompt uncommitted: the next owner loads the index and the
 tail of the tokens partition and either skips the prompt (answered), or continues its answer
 (``ResponseResumed``), or starts it. A duplicate prompt_id is answered once: the index holds it.
+
+Poison prompts (a prompt whose generation kills or stalls its worker): the index counts every
+attempt (``generation.py``), and a hand-over is not a loss: when this worker stops an unfinished
+answer on SIGTERM or on a rebalance while it is still a member of the group (an offset commit
+for the partition succeeds), it adds the attempt to the entry's ``handed_over``. A worker the
+group already dropped (a stall past the session timeout) fails that commit and records nothing,
+so its attempt counts as lost. After ``poison_attempts`` lost attempts the next owner fails the
+answer as ``poison_prompt`` and the offset moves on.
 """
 
 from __future__ import annotations
@@ -118,6 +126,8 @@ class Worker:
             metrics,
             self._scan_from,
             settings.coalesce_ms,
+            settings.poison_attempts,
+            settings.answer_idle_timeout_s,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -158,11 +168,12 @@ class Worker:
                 self.settings.shutdown_grace_s,
             )
             await asyncio.wait(running, timeout=self.settings.shutdown_grace_s)
-        await self._abandon(list(self.conversations.values()))
+        stopped = await self._abandon(list(self.conversations.values()))
         committer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await committer
-        await self._commit()
+        if await self._commit(force=True) and self.fatal is None:
+            await self._record_handovers(stopped)
         for client in (self._consumer, self._reader, self._producer):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.stop(), 10)
@@ -217,6 +228,7 @@ class Worker:
             rid,
             resume=resume,
             started_before=entry is not None and (resume is None or resume.started is None),
+            entry=entry,
         )
         if conv is None:
             conv = self.conversations[prompt.conversation_id] = Conversation(
@@ -311,46 +323,74 @@ class Worker:
             await asyncio.sleep(self.settings.commit_interval_ms / 1000)
             await self._commit()
 
-    async def _commit(self, partitions: set[int] | None = None) -> None:
+    async def _commit(self, partitions: set[int] | None = None, *, force: bool = False) -> bool:
+        """Commit the done prefix of each partition (with ``force``, also positions that did not
+        move: a proof that this worker is still the group's member for them). True on success
+        or when there was nothing to commit."""
         offsets = {}
         for p, state in self.partitions.items():
             if partitions is not None and p not in partitions:
                 continue
             position = state.tracker.committable()
-            if position > state.committed:
+            if position > state.committed or force:
                 offsets[TopicPartition(PROMPTS_TOPIC, p)] = position
         if not offsets:
-            return
+            return True
         try:
             await self._consumer.commit(offsets)
         except (KafkaError, AssertionError) as exc:
             log.warning("offset commit failed (will retry): %r", exc)
-            return
+            return False
         for tp, position in offsets.items():
             if tp.partition in self.partitions:
                 self.partitions[tp.partition].committed = position
+        return True
 
     # ------------------------------------------------------------------ rebalance
 
-    async def _abandon(self, conversations: list[Conversation]) -> None:
-        """Stop answers without a terminal event: their next owner continues them."""
-        tasks = []
+    async def _abandon(self, conversations: list[Conversation]) -> list[AnswerJob]:
+        """Stop answers without a terminal event: their next owner continues them. Returns the
+        answers that were running."""
+        tasks, running = [], []
         for conv in conversations:
             if conv.task is not None:
                 conv.task.cancel()
                 tasks.append(conv.task)
+                if conv.current is not None:
+                    running.append(conv.current)
             self.conversations.pop(conv.cid, None)
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        return running
+
+    async def _record_handovers(self, jobs: list[AnswerJob]) -> None:
+        """Mark the running attempt of each stopped answer as handed over (not lost), so a
+        graceful stop never counts toward ``poison_attempts``."""
+        for job in jobs:
+            entry = job.handover_entry()
+            if entry is None:
+                continue
+            key = (job.prompt.conversation_id, job.prompt.prompt_id)
+            try:
+                await asyncio.wait_for(self.generator.index.put(job.partition, key, entry), 10)
+            except (KafkaError, TimeoutError) as exc:
+                log.warning(
+                    "could not record the hand-over of %s (it counts as lost): %r", job.response_id, exc
+                )
+                continue
+            log.info("handed %s over (attempt %d)", job.response_id, entry.attempt)
 
     async def revoke(self, revoked: set[TopicPartition]) -> None:
         lost = {tp.partition for tp in revoked if tp.topic == PROMPTS_TOPIC}
         if not lost:
             return
         log.info("partitions revoked: %s", sorted(lost))
-        await self._abandon([c for c in self.conversations.values() if c.partition in lost])
-        await self._commit(lost)
+        stopped = await self._abandon([c for c in self.conversations.values() if c.partition in lost])
+        if await self._commit(lost, force=bool(stopped)):
+            await self._record_handovers(stopped)
+        elif stopped:
+            log.warning("not a member of the group any more: %d answers count as lost", len(stopped))
         for p in lost:
             self.partitions.pop(p, None)
 

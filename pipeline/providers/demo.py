@@ -2,27 +2,35 @@
 
 The answer is a pure function of the prompt (text, model, seed), so tests compute the expected
 answer with ``DemoProvider.answer_tokens`` and a worker that takes over mid-answer continues it
-exactly. Markers in the prompt script its behaviour for tests and demos:
+exactly. Markers in the prompt script its behaviour for tests and demos (``[[tokens=N]]``,
+``[[rate=R]]``, ``[[fail_after=N]]``, the test-only ``[[exit_after=N]]``), parsed and capped by
+``markers.parse_markers``; a prompt over the caps fails with ``invalid_marker``.
 
-- ``[[tokens=N]]``: exactly N tokens;
-- ``[[rate=R]]``: R tokens per second (0: as fast as possible);
-- ``[[fail_after=N]]``: fail with ``ScriptedFailureError`` after N tokens.
+Tokens are generated lazily, one sentence at a time, and ``max_tokens`` bounds the count before
+anything is generated, so no answer is ever held as a whole; at rate 0 the stream still yields to
+the event loop every ``_YIELD_EVERY`` tokens.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+import os
 import random
-import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from pipeline.errors import ProviderError, ScriptedFailureError
 from pipeline.providers.base import Finish, GenerationRequest
+from pipeline.providers.markers import parse_markers
 from pipeline.settings import DemoSettings
 from schemas.records import PromptSubmitted, Usage
 
-_MARKER = re.compile(r"\[\[(tokens|rate|fail_after)=([0-9.]+)\]\]")
+log = logging.getLogger(__name__)
+
+_YIELD_EVERY = 64
+EXIT_CODE = 70
+"""The exit status of a worker ended by ``[[exit_after=N]]``."""
 
 _SENTENCES = (
     "Every prompt and every token is an event in an ordered log.",
@@ -46,10 +54,6 @@ _SENTENCES = (
 )
 
 
-def _markers(text: str) -> dict[str, float]:
-    return {name: float(value) for name, value in _MARKER.findall(text)}
-
-
 class DemoProvider:
     """Deterministic text, honouring prefixes (so failover continues the same answer)."""
 
@@ -63,59 +67,80 @@ class DemoProvider:
         return prompt.model or self.settings.model
 
     def answer_tokens(self, prompt: PromptSubmitted, model: str | None = None) -> list[str]:
-        """The whole answer to ``prompt``, token by token (a pure function of the prompt)."""
+        """The whole answer to ``prompt``, token by token (a pure function of the prompt), as a
+        list: for tests; ``stream`` never builds it."""
+        return list(self.iter_tokens(prompt, model))
+
+    def _length(self, prompt: PromptSubmitted, rng: random.Random) -> int:
+        tokens = parse_markers(prompt.text, self.settings.markers).tokens
+        if tokens is not None:
+            return tokens
+        return rng.randint(self.settings.min_tokens, max(self.settings.min_tokens, self.settings.max_tokens))
+
+    def iter_tokens(self, prompt: PromptSubmitted, model: str | None = None) -> Iterator[str]:
+        """The answer to ``prompt``, token by token, generated as it is consumed."""
         model = model or self.model_for(prompt)
         seed_material = f"{model}\x00{prompt.parameters.seed}\x00{prompt.text}".encode()
         rng = random.Random(hashlib.sha256(seed_material).digest())
-        markers = _markers(prompt.text)
-        if "tokens" in markers:
-            length = int(markers["tokens"])
-        else:
-            length = rng.randint(
-                self.settings.min_tokens, max(self.settings.min_tokens, self.settings.max_tokens)
-            )
-        words: list[str] = []
-        while len(words) < length:
-            words += rng.choice(_SENTENCES).split()
+        length = self._length(prompt, rng)
+        index, newline_before = 0, False
+        while index < length:
+            words = rng.choice(_SENTENCES).split()
             if rng.random() < 0.15:
                 words[-1] += "\n\n"
-        words = words[:length]
-        tokens = [w if i == 0 or words[i - 1].endswith("\n") else " " + w for i, w in enumerate(words)]
-        if tokens:
-            tokens[-1] = tokens[-1].rstrip("\n")
-        return tokens
+            for word in words:
+                if index == length:
+                    return
+                token = word if index == 0 or newline_before else " " + word
+                newline_before = word.endswith("\n")
+                index += 1
+                yield token.rstrip("\n") if index == length else token
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str | Finish]:
         prompt = request.prompt
-        markers = _markers(prompt.text)
-        tokens = self.answer_tokens(prompt, request.model)
-        finish = "stop"
-        if prompt.parameters.max_tokens is not None and prompt.parameters.max_tokens < len(tokens):
-            tokens, finish = tokens[: max(0, prompt.parameters.max_tokens)], "length"
-        rate = markers.get("rate", self.settings.tokens_per_s)
-        fail_after = int(markers["fail_after"]) if "fail_after" in markers else None
+        markers = parse_markers(prompt.text, self.settings.markers)
+        tokens = self.iter_tokens(prompt, request.model)
+        max_tokens = prompt.parameters.max_tokens
+        limit, finish = (None if max_tokens is None else max(0, max_tokens)), "stop"
+        rate = self.settings.tokens_per_s if markers.rate is None else markers.rate
+        exit_after = markers.exit_after if self.settings.markers.test_markers else None
 
-        skip_chars = len(request.prefix)
-        if skip_chars and not "".join(tokens).startswith(request.prefix):
-            raise ProviderError("the stored prefix is not a prefix of this answer", retriable=False)
+        prefix, matched = request.prefix, 0
         loop = asyncio.get_running_loop()
         began = loop.time()
-        emitted = 0
-        for index, token in enumerate(tokens):
-            if fail_after is not None and index >= fail_after:
-                raise ScriptedFailureError(f"scripted failure after {fail_after} tokens")
-            if skip_chars >= len(token):
-                skip_chars -= len(token)
-                continue
-            piece, skip_chars = token[skip_chars:], 0
+        emitted = count = 0
+        for index, whole in enumerate(tokens):
+            if limit is not None and index >= limit:
+                finish = "length"
+                break
+            if markers.fail_after is not None and index >= markers.fail_after:
+                raise ScriptedFailureError(f"scripted failure after {markers.fail_after} tokens")
+            if exit_after is not None and index >= exit_after:
+                log.warning("[[exit_after=%d]]: exiting the worker process (a test-only marker)", exit_after)
+                os._exit(EXIT_CODE)
+            count += 1
+            piece = whole
+            if matched < len(prefix):
+                # Skip what the log holds already, checking it is this answer's beginning.
+                part = prefix[matched : matched + len(whole)]
+                if not whole.startswith(part):
+                    raise ProviderError("the stored prefix is not a prefix of this answer", retriable=False)
+                matched += len(part)
+                if len(part) == len(whole):
+                    continue
+                piece = whole[len(part) :]
             if rate > 0:
                 delay = began + (emitted + 1) / rate - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
+            elif emitted % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await asyncio.sleep(0)
             emitted += 1
             yield piece
+        if matched < len(prefix):
+            raise ProviderError("the stored prefix is not a prefix of this answer", retriable=False)
         prompt_tokens = len(prompt.text.split())
-        yield Finish(finish, Usage(prompt_tokens, len(tokens), prompt_tokens + len(tokens)))
+        yield Finish(finish, Usage(prompt_tokens, count, prompt_tokens + count))
 
     async def aclose(self) -> None:
         return None

@@ -11,6 +11,10 @@ whose ``data:`` lines are JSON chunks (``choices[0].delta.content``, ``finish_re
   with ``continue_final_message: true`` and ``add_generation_prompt: false`` (vLLM's and
   llama.cpp's way to continue a prefix); servers that ignore it restart instead, so the worker
   can turn continuation off (``TOKENLOG_OPENAI_CONTINUE_PREFIX=false``) and restart visibly.
+- The base URL has no default and must be https, or http to a loopback host
+  (``settings.check_base_url``): the API key is never sent in clear text off the machine, nor to
+  whatever happens to listen on a default port. Error texts (a response body, a host name) are
+  for the worker's log; users see ``ProviderError.public_message()``.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pipeline.errors import (
     ProviderUnavailableError,
 )
 from pipeline.providers.base import Finish, GenerationRequest
-from pipeline.settings import OpenAISettings
+from pipeline.settings import OpenAISettings, check_base_url
 from schemas.records import PromptSubmitted, Usage
 
 
@@ -71,6 +75,7 @@ class OpenAIProvider:
     name = "openai"
 
     def __init__(self, settings: OpenAISettings, client: httpx.AsyncClient | None = None) -> None:
+        check_base_url(settings.base_url)
         self.settings = settings
         self.can_continue = settings.continue_prefix
         headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}

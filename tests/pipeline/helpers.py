@@ -110,9 +110,16 @@ def all_finished(prompt_ids: Iterable[str]) -> Any:
 
 
 def start_worker(
-    services: ServiceRunner, bootstrap: str, name: str, group: str, env: Mapping[str, str] | None = None
+    services: ServiceRunner,
+    bootstrap: str,
+    name: str,
+    group: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    wait_ready: bool = True,
 ) -> ManagedProcess:
-    """A generation worker as a real process; ready once it has joined and been assigned."""
+    """A generation worker as a real process; ready once it has joined and been assigned (with
+    ``wait_ready=False``, returned at once: for a worker expected to die early)."""
     from infra.process import free_port
 
     port = int((env or {}).get("TOKENLOG_WORKER_HTTP_PORT") or free_port())
@@ -129,7 +136,7 @@ def start_worker(
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         },
-        ready=http_ok(f"http://127.0.0.1:{port}/readyz"),
+        ready=http_ok(f"http://127.0.0.1:{port}/readyz") if wait_ready else None,
         timeout_s=60,
     )
 

@@ -116,7 +116,12 @@ def test_sigterm_hands_unfinished_answers_over_and_the_next_worker_continues(
     bootstrap: str, provisioned: TopicSettings, services: ServiceRunner
 ) -> None:
     group = unique("group")
-    env = {"TOKENLOG_WORKER_COALESCE_MS": "0", "TOKENLOG_WORKER_SHUTDOWN_GRACE_S": "0.5"}
+    # One lost attempt would make the prompt a poison prompt: a hand-over must not count as one.
+    env = {
+        "TOKENLOG_WORKER_COALESCE_MS": "0",
+        "TOKENLOG_WORKER_SHUTDOWN_GRACE_S": "0.5",
+        "TOKENLOG_WORKER_POISON_ATTEMPTS": "1",
+    }
     first = start_worker(services, bootstrap, "w1", group, env)
     cid = unique("conv")
     short = PromptSubmitted(cid, "p-0", "u-1", "Short [[tokens=3]] [[rate=0]]", now_ms())

@@ -16,7 +16,7 @@ from pipeline.errors import (
 from pipeline.http import bind, serve
 from pipeline.providers.base import Finish, GenerationRequest
 from pipeline.providers.openai import OpenAIProvider, parse_chunk, parse_sse_data
-from pipeline.settings import OpenAISettings
+from pipeline.settings import OpenAISettings, WorkerSettings
 from schemas.records import GenerationParameters, PromptSubmitted, Usage
 from tests.pipeline.fake_openai import ANSWER, FakeOpenAI
 
@@ -105,6 +105,75 @@ async def test_a_rejected_request_is_a_terminal_error(fake: tuple[FakeOpenAI, st
     with pytest.raises(ProviderRejectedError, match="HTTP 400") as failure:
         await _collect(_provider(url), "reject")
     assert not failure.value.retriable
+
+
+async def test_a_rejected_answer_tells_the_user_a_code_and_a_safe_message_not_the_body(
+    fake: tuple[FakeOpenAI, str],
+) -> None:
+    from pipeline.answer_index import MemoryAnswerIndex
+    from pipeline.generation import AnswerJob, Generator, Outcome
+    from pipeline.metrics import WorkerMetrics
+    from pipeline.sink import MemoryEventSink
+    from schemas.records import ResponseFailed
+
+    _, url = fake
+    provider, sink = _provider(url), MemoryEventSink()
+    gen = Generator(provider, sink, MemoryAnswerIndex(), WorkerMetrics(), lambda p: 0, 0)
+    try:
+        assert await gen.generate(AnswerJob(_prompt("reject"), 0, 0, "r-1")) is Outcome.FAILED
+    finally:
+        await provider.aclose()
+    failed = sink.events()[-1]
+    assert isinstance(failed, ResponseFailed)
+    assert failed.error_class == "provider_rejected"
+    assert failed.error_message == "the model provider refused the request"
+    assert "unknown model" not in failed.error_message
+    assert "400" not in failed.error_message
+
+
+async def test_an_unreachable_server_tells_the_user_no_host_or_exception_text() -> None:
+    from infra.process import free_port
+    from pipeline.answer_index import MemoryAnswerIndex
+    from pipeline.generation import AnswerJob, Generator
+    from pipeline.metrics import WorkerMetrics
+    from pipeline.sink import MemoryEventSink
+    from schemas.records import ResponseFailed
+
+    provider, sink = _provider(f"http://127.0.0.1:{free_port()}/v1", max_retries=0), MemoryEventSink()
+    gen = Generator(provider, sink, MemoryAnswerIndex(), WorkerMetrics(), lambda p: 0, 0)
+    try:
+        await gen.generate(AnswerJob(_prompt("fast"), 0, 0, "r-1"))
+    finally:
+        await provider.aclose()
+    failed = sink.events()[-1]
+    assert isinstance(failed, ResponseFailed)
+    assert failed.error_class == "provider_unavailable"
+    assert "127.0.0.1" not in failed.error_message
+    assert "Error" not in failed.error_message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["", "http://api.example.com/v1", "http://10.0.0.5:8000/v1", "ftp://127.0.0.1/v1", "https:///v1"],
+)
+def test_the_openai_provider_refuses_a_missing_or_clear_text_remote_base_url(url: str) -> None:
+    env = {"TOKENLOG_WORKER_PROVIDER": "openai", "TOKENLOG_OPENAI_BASE_URL": url}
+    with pytest.raises(ValueError, match="TOKENLOG_OPENAI_BASE_URL"):
+        WorkerSettings.from_env(env)
+    with pytest.raises(ValueError, match="TOKENLOG_OPENAI_BASE_URL"):
+        OpenAIProvider(OpenAISettings(base_url=url))
+
+
+@pytest.mark.parametrize(
+    "url", ["https://api.openai.com/v1", "http://127.0.0.1:9000/v1", "http://localhost:11434/v1"]
+)
+def test_https_or_a_loopback_http_base_url_is_accepted(url: str) -> None:
+    env = {"TOKENLOG_WORKER_PROVIDER": "openai", "TOKENLOG_OPENAI_BASE_URL": url}
+    assert WorkerSettings.from_env(env).openai.base_url == url
+
+
+def test_the_demo_provider_needs_no_openai_base_url() -> None:
+    assert WorkerSettings.from_env({}).openai.base_url == ""
 
 
 async def test_a_stalled_stream_times_out(fake: tuple[FakeOpenAI, str]) -> None:

@@ -4,16 +4,18 @@ tests/pipeline)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
-from pipeline.answer_index import MemoryAnswerIndex
+from pipeline.answer_index import IndexEntry, MemoryAnswerIndex, decode_entry, encode_entry, lost_attempts
 from pipeline.generation import AnswerJob, Generator, Outcome
 from pipeline.metrics import WorkerMetrics
+from pipeline.providers.base import Finish, GenerationRequest
 from pipeline.providers.demo import DemoProvider
 from pipeline.settings import DemoSettings
 from pipeline.sink import MemoryEventSink
-from schemas.answers import AnswerFold, Status
+from schemas.answers import AnswerFold, Status, Verdict
 from schemas.records import (
     CancelRequested,
     PromptSubmitted,
@@ -126,3 +128,126 @@ async def test_an_answer_whose_terminal_is_in_the_log_is_not_generated_again() -
     assert await gen2.generate(_job("done [[tokens=3]]", resume=finished)) is Outcome.ALREADY_DONE
     assert sink2.log == []
     assert index2.entries[(3, ("c-1", "p-1"))].status == "done"
+
+
+# ------------------------------------------------------------------ poison prompts and stalls
+
+
+@pytest.mark.parametrize(
+    ("last", "handed_over", "lost"),
+    [
+        (-1, (), 0),
+        (0, (), 1),
+        (2, (), 3),
+        (2, (1,), 2),
+        (2, (0, 1, 2), 0),
+        (2, (1, 1, 7), 2),  # duplicates and hand-overs of attempts not started do not count
+    ],
+)
+def test_lost_attempts_are_started_attempts_without_a_hand_over(
+    last: int, handed_over: tuple[int, ...], lost: int
+) -> None:
+    assert lost_attempts(last, handed_over) == lost
+
+
+def test_an_index_entry_round_trips_with_and_without_the_attempt_fields() -> None:
+    entry = IndexEntry("r-1", "started", 12, 3, (0, 2))
+    assert decode_entry(encode_entry(entry)) == entry
+    assert decode_entry(b'{"response_id":"r-1","status":"started","scan_from":5}') == IndexEntry(
+        "r-1", "started", 5
+    )
+
+
+async def _taken_over(attempts: int) -> tuple[AnswerFold, str]:
+    """An answer the log shows started and taken over ``attempts - 1`` times, each time lost."""
+    gen, sink, _ = _generator()
+    job = _job("poison [[tokens=30]]")
+    await gen.generate(job)
+    partial = AnswerFold(job.response_id)
+    for event in sink.events()[:5]:  # started + 4 deltas
+        partial.apply(event)
+    for attempt in range(1, attempts):
+        resumed = ResponseResumed(
+            "c-1", job.response_id, attempt, partial.last_seq, ResumeMode.CONTINUE, now_ms()
+        )
+        partial.apply(resumed)
+    return partial, job.response_id
+
+
+async def test_after_poison_attempts_lost_the_answer_fails_as_poison_without_running_the_provider() -> None:
+    partial, rid = await _taken_over(3)  # attempts 0, 1 and 2 all lost
+    gen, sink, index = _generator()
+    gen.poison_attempts = 3
+    entry = IndexEntry(rid, "started", 0, 2)
+    outcome = await gen.generate(_job("poison [[tokens=30]]", resume=partial, entry=entry))
+    assert outcome is Outcome.POISONED
+    resumed, failed = sink.events()
+    assert isinstance(resumed, ResponseResumed)
+    assert (resumed.attempt, resumed.resumed_after_seq, resumed.reason) == (
+        3,
+        partial.last_seq,
+        "poison_prompt",
+    )
+    assert isinstance(failed, ResponseFailed)
+    assert (failed.error_class, failed.attempt, failed.last_seq) == ("poison_prompt", 3, partial.last_seq)
+    assert not failed.retriable
+    answer = _fold(sink, partial)
+    assert answer.status is Status.FAILED
+    assert answer.counts[Verdict.GAP] == 0
+    assert index.entries[(3, ("c-1", "p-1"))].status == "done"
+
+
+async def test_hand_overs_do_not_count_so_the_answer_is_continued() -> None:
+    partial, rid = await _taken_over(3)
+    gen, sink, _ = _generator()
+    gen.poison_attempts = 3
+    entry = IndexEntry(rid, "started", 0, 2, (1,))  # attempt 1 ended by a SIGTERM hand-over
+    job = _job("poison [[tokens=30]]", resume=partial, entry=entry)
+    assert await gen.generate(job) is Outcome.COMPLETED
+    assert _fold(sink, partial).text == "".join(FAST.answer_tokens(job.prompt))
+    assert job.attempt == 3
+    first = sink.events()[0]
+    assert isinstance(first, ResponseResumed)
+    assert first.attempt == 3
+
+
+async def test_the_index_names_the_attempt_before_its_first_event_and_the_hand_over_adds_it() -> None:
+    partial, rid = await _taken_over(1)
+    sink, index = MemoryEventSink(), MemoryAnswerIndex()
+    seen: list[tuple[int, int]] = []
+
+    class Watching(MemoryAnswerIndex):
+        async def put(self, partition: int, key: tuple[str, str], entry: IndexEntry) -> None:
+            seen.append((len(sink.log), entry.attempt))
+            await index.put(partition, key, entry)
+
+    gen = Generator(
+        DemoProvider(DemoSettings(tokens_per_s=50)), sink, Watching(), WorkerMetrics(), lambda p: 0, 0
+    )
+    job = _job("poison [[tokens=30]]", resume=partial, entry=IndexEntry(rid, "started", 9, 0))
+    task = asyncio.create_task(gen.generate(job))
+    await wait_for(lambda: len(sink.log) >= 3)
+    assert seen == [(0, 1)], "attempt 1 was not durable in the index before its first event"
+    assert index.entries[(3, ("c-1", "p-1"))] == IndexEntry(rid, "started", 9, 1)  # the first scan_from kept
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert job.handover_entry() == IndexEntry(rid, "started", 9, 1, (1,))
+
+
+async def test_a_provider_that_stops_sending_is_failed_after_the_idle_timeout() -> None:
+    class Stuck(DemoProvider):
+        async def stream(self, request: GenerationRequest) -> AsyncIterator[str | Finish]:
+            yield "one"
+            await asyncio.Event().wait()  # a provider that never sends again
+            yield Finish()
+
+    gen, sink, _ = _generator(Stuck(DemoSettings()))
+    gen.idle_timeout_s = 0.2
+    began = asyncio.get_running_loop().time()
+    assert await asyncio.wait_for(gen.generate(_job("stuck")), 5) is Outcome.FAILED
+    assert asyncio.get_running_loop().time() - began < 2
+    failed = sink.events()[-1]
+    assert isinstance(failed, ResponseFailed)
+    assert (failed.error_class, failed.last_seq, failed.retriable) == ("provider_stalled", 0, True)
+    assert failed.error_message == "the model provider stopped sending the answer"
