@@ -167,6 +167,6 @@ def services(bootstrap: str, env: Mapping[str, str] | None = None) -> tuple[Serv
                 "follow a conversation": f"curl -N '{gateway_url}/v1/conversations/<id>/events"
                 "?access_token=<token>'",
             },
-            env_prefixes=("TOKENLOG_GATEWAY_",),
+            env_prefixes=("TOKENLOG_GATEWAY_", "TOKENLOG_DEMO_MARKER_"),  # the marker caps it checks
         ),
     )
