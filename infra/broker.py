@@ -248,7 +248,9 @@ async def cluster_metadata(
     from aiokafka.errors import KafkaConnectionError
 
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000) + 1000, **security.client_kwargs()
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=int(timeout_s * 1000) + 1000,
+        **security.client_kwargs(),
     )
     try:
         try:
@@ -430,7 +432,9 @@ class LocalBroker:
         name, password = self.settings.sasl_username, self.sasl_password()
         for label, value in (("KAFKA_SASL_USERNAME", name), ("KAFKA_SASL_PASSWORD", password)):
             if not value or any(c in value for c in ',[]="\\ '):
-                raise BrokerError(f"{label} for the local broker must be non-empty, without , [ ] = \" \\ or spaces")
+                raise BrokerError(
+                    f'{label} for the local broker must be non-empty, without , [ ] = " \\ or spaces'
+                )
         return ["--add-scram", f"{SCRAM}=[name={name},password={password}]"]
 
     def format_storage(self, cp: str) -> None:
@@ -438,7 +442,9 @@ class LocalBroker:
         SCRAM user is added here (``scram.user`` in the home records who)."""
         marker = self.home / "scram.user"
         if (self.data_dir / "meta.properties").exists():
-            if self.secured and (not marker.exists() or marker.read_text().strip() != self.settings.sasl_username):
+            if self.secured and (
+                not marker.exists() or marker.read_text().strip() != self.settings.sasl_username
+            ):
                 raise BrokerError(
                     f"the storage in {self.data_dir} was formatted without the SCRAM user "
                     f"{self.settings.sasl_username!r}: remove that directory (its log goes with it) or "
@@ -471,7 +477,9 @@ class LocalBroker:
         began = time.monotonic()
         if self.running():
             if wait:
-                wait_for_metadata(self.bootstrap, self.settings.start_timeout_s, security=self.client_security())
+                wait_for_metadata(
+                    self.bootstrap, self.settings.start_timeout_s, security=self.client_security()
+                )
             return time.monotonic() - began
         cp = classpath(self.settings.cache_dir)
         for sub in ("logs", "data"):
@@ -583,6 +591,14 @@ class LocalCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop(grace_s=20)
+
+
+def client_security(settings: InfraSettings) -> KafkaSecurity:
+    """How this process's clients reach the system's broker: the ``KAFKA_SECURITY_PROTOCOL`` family
+    for a cluster named by ``KAFKA_BOOTSTRAP_SERVERS``, else what the local broker asks for."""
+    if settings.uses_external_cluster:
+        return settings.security
+    return LocalBroker(settings.broker).client_security()
 
 
 def sys_java_version() -> str:

@@ -62,11 +62,14 @@ class KafkaSecurity:
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
-            raise ValueError(f"{ENV['protocol']} must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+            raise ValueError(
+                f"{ENV['protocol']} must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}"
+            )
         if self.uses_sasl:
             if self.sasl_mechanism not in MECHANISMS:
+                allowed = ", ".join(MECHANISMS)
                 raise ValueError(
-                    f"{ENV['sasl_mechanism']} must be one of {', '.join(MECHANISMS)}, got {self.sasl_mechanism!r}"
+                    f"{ENV['sasl_mechanism']} must be one of {allowed}, got {self.sasl_mechanism!r}"
                 )
             if not self.username or not self.password:
                 raise ValueError(
@@ -109,11 +112,12 @@ class KafkaSecurity:
             return None
         from aiokafka.helpers import create_ssl_context
 
-        return create_ssl_context(
+        context: ssl.SSLContext = create_ssl_context(
             cafile=self.ssl_cafile or None,
             certfile=self.ssl_certfile or None,
             keyfile=self.ssl_keyfile or None,
         )
+        return context
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``AIOKafkaProducer``, ``AIOKafkaConsumer`` and
@@ -132,11 +136,11 @@ class KafkaSecurity:
         return kwargs
 
     def faust_kwargs(self, bootstrap: str) -> dict[str, Any]:
-        """``broker`` and ``broker_credentials`` of ``faust.App`` (Faust hands the credentials to
-        every aiokafka client it makes: consumers, producers, the topic creator)."""
+        """``broker`` and ``broker_credentials`` of ``faust.App``. Faust hands the credentials to
+        every aiokafka client it makes (consumers, producers, the topic creator); the URL scheme
+        stays ``kafka://`` whatever the protocol (Faust takes TLS from the credentials)."""
         import faust
 
-        broker = "kafka://" + ";".join(host.strip() for host in bootstrap.split(",") if host.strip())
         credentials: faust.types.auth.CredentialsT | None = None
         if self.uses_sasl:
             credentials = faust.SASLCredentials(
@@ -149,7 +153,7 @@ class KafkaSecurity:
             context = self.ssl_context()
             assert context is not None
             credentials = faust.SSLCredentials(context)
-        return {"broker": broker, "broker_credentials": credentials}
+        return {"broker": f"kafka://{bootstrap}", "broker_credentials": credentials}
 
     def describe(self) -> str:
         """A line for logs and errors (no password)."""

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 
-from infra.broker import LocalBroker, wait_for_metadata
+from infra.broker import LocalBroker, client_security, wait_for_metadata
 from infra.errors import InfraError
 from infra.process import ManagedProcess, wait_until
 from infra.services import services
@@ -36,7 +36,7 @@ def main() -> int:
     try:
         if settings.uses_external_cluster:
             _log(f"using the cluster at KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap}")
-            wait_for_metadata(settings.bootstrap, settings.broker.start_timeout_s)
+            wait_for_metadata(settings.bootstrap, settings.broker.start_timeout_s, security=settings.security)
         else:
             broker = LocalBroker(settings.broker)
             started_broker = not broker.running()
@@ -46,7 +46,8 @@ def main() -> int:
 
         import asyncio
 
-        todo = asyncio.run(ensure(settings.bootstrap, topic_specs(settings.topics)))
+        security = client_security(settings)
+        todo = asyncio.run(ensure(settings.bootstrap, topic_specs(settings.topics), security))
         names = [s.name for s in topic_specs(settings.topics)]
         _log(
             f"topics ready: {', '.join(names)} ({settings.topics.partitions} partitions; "
@@ -54,7 +55,7 @@ def main() -> int:
         )
 
         logs = REPO_ROOT / ".local" / "logs"
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap}
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap, **security.env()}
         for spec in services(settings.bootstrap):
             proc = ManagedProcess(
                 spec.name, spec.argv, logs / f"{spec.name}.log", env={**env, **spec.env}, cwd=REPO_ROOT
@@ -69,6 +70,8 @@ def main() -> int:
             for label, url in spec.urls.items():
                 _log(f"{label}: {url}")
         _log(f"bootstrap servers: {settings.bootstrap}")
+        if security.protocol != "PLAINTEXT":
+            _log(f"kafka clients:      {security.describe()}, CA {security.ssl_cafile or 'the system store'}")
         _log("list topics:        make topics")
         _log("broker log:         make kafka-logs")
         _log(f"service logs:       {logs}/")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from infra.errors import BrokerError
 
+CA_SUBJECT = "/CN=tokenlog local Kafka CA"
 DAYS = 825
 """Validity of the certificates (the longest browsers accept for a leaf; nothing here needs more)."""
 
@@ -51,7 +52,9 @@ class TlsFiles:
         return self.directory / "broker-keystore.pem"
 
     def complete(self) -> bool:
-        return all(p.exists() for p in (self.ca, self.ca_key, self.broker_cert, self.broker_key, self.keystore))
+        return all(
+            p.exists() for p in (self.ca, self.ca_key, self.broker_cert, self.broker_key, self.keystore)
+        )
 
 
 def make_tls(directory: Path) -> TlsFiles:
@@ -78,16 +81,33 @@ def make_tls(directory: Path) -> TlsFiles:
         "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
     )
     csr = directory / "broker.csr"
+    ca_csr = directory / "ca.csr"
+
+    def request(key: Path, out: Path, subject: str) -> list[str]:
+        return [openssl, "req", "-new", *ec, "-keyout", str(key), "-out", str(out), "-subj", subject]
+
+    def sign(request: Path, out: Path, extensions: Path, *issuer: str) -> list[str]:
+        days = ("-days", str(DAYS), "-sha256")
+        return [
+            openssl,
+            "x509",
+            "-req",
+            "-in",
+            str(request),
+            *issuer,
+            "-out",
+            str(out),
+            *days,
+            "-extfile",
+            str(extensions),
+        ]
+
+    ca = ("-CA", str(files.ca), "-CAkey", str(files.ca_key), "-CAcreateserial")
     steps = [
-        [openssl, "req", "-new", *ec, "-keyout", str(files.ca_key), "-out", str(directory / "ca.csr")]
-        + ["-subj", "/CN=tokenlog local Kafka CA"],
-        [openssl, "x509", "-req", "-in", str(directory / "ca.csr"), "-key", str(files.ca_key)]
-        + ["-out", str(files.ca), "-days", str(DAYS), "-extfile", str(ca_ext), "-sha256"],
-        [openssl, "req", "-new", *ec, "-keyout", str(files.broker_key), "-out", str(csr)]
-        + ["-subj", "/CN=127.0.0.1"],
-        [openssl, "x509", "-req", "-in", str(csr), "-CA", str(files.ca), "-CAkey", str(files.ca_key)]
-        + ["-CAcreateserial", "-out", str(files.broker_cert), "-days", str(DAYS)]
-        + ["-extfile", str(leaf_ext), "-sha256"],
+        request(files.ca_key, ca_csr, CA_SUBJECT),
+        sign(ca_csr, files.ca, ca_ext, "-key", str(files.ca_key)),  # self-signed
+        request(files.broker_key, csr, "/CN=127.0.0.1"),
+        sign(csr, files.broker_cert, leaf_ext, *ca),
     ]
     old = os.umask(0o077)  # keys are written 0600
     try:
@@ -101,6 +121,7 @@ def make_tls(directory: Path) -> TlsFiles:
     for path in (files.ca_key, files.broker_key, files.keystore):
         os.chmod(path, 0o600)
     os.chmod(files.ca, 0o644)
-    for scratch in (ca_ext, leaf_ext, csr, directory / "ca.csr", directory / "ca.srl"):
+    os.chmod(files.broker_cert, 0o644)
+    for scratch in (ca_ext, leaf_ext, csr, ca_csr, directory / "ca.srl"):
         scratch.unlink(missing_ok=True)
     return files
