@@ -84,7 +84,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             args.bootstrap or settings.bootstrap,
             tokens_topic=args.tokens_topic,
             prompts_topic=args.prompts_topic,
-            consumer_options=security.client_kwargs(),
+            security=security,
         )
         replay, stats = asyncio.run(source.replay(selection))
     except ReplayError as exc:

@@ -22,6 +22,7 @@ from infra.errors import KafkaAuthenticationError
 from infra.kafka_client import PLAINTEXT, KafkaSecurity
 from infra.settings import TopicSettings
 from infra.topics import describe, ensure, topic_specs
+from pipeline.replay.source import ReplaySource, Selection
 from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
 from tests.gateway.stack import Stack
 from tests.harness import ServiceRunner, local_broker_settings, unique
@@ -111,6 +112,10 @@ def test_the_whole_system_answers_and_hydrates_over_sasl_ssl(secured: LocalBroke
         status, body = get_snapshot(sessions_url, cid)
         assert status == 200
         assert [t["answer"] for t in body["turns"]] == [streamed]
+        # And the log replays it through the secured listener.
+        source = ReplaySource(bootstrap, security=secured.client_security())
+        replayed, _ = asyncio.run(source.replay(Selection(conversation=cid)))
+        assert [(t.text, t.chain) for t in replayed.turns()] == [(streamed, "intact")]
     finally:
         runner.stop_all()
 
