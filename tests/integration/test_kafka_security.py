@@ -26,7 +26,7 @@ from pipeline.replay.source import ReplaySource, Selection
 from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
 from tests.gateway.stack import Stack
 from tests.harness import ServiceRunner, local_broker_settings, unique
-from tests.pipeline.helpers import get_snapshot, start_sessions, start_worker
+from tests.pipeline.helpers import all_finished, get_snapshot, read_transcript, start_sessions, start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -112,7 +112,17 @@ def test_the_whole_system_answers_and_hydrates_over_sasl_ssl(secured: LocalBroke
         status, body = get_snapshot(sessions_url, cid)
         assert status == 200
         assert [t["answer"] for t in body["turns"]] == [streamed]
-        # And the log replays it through the secured listener.
+        # The log holds it as streamed, read and replayed through the secured listener.
+        logged = asyncio.run(
+            read_transcript(
+                bootstrap,
+                accepted["partition"],
+                [cid],
+                all_finished(["p-1"]),
+                security=secured.client_security(),
+            )
+        )
+        assert [a.text for a in logged.answers.values()] == [streamed]
         source = ReplaySource(bootstrap, security=secured.client_security())
         replayed, _ = asyncio.run(source.replay(Selection(conversation=cid)))
         assert [(t.text, t.chain) for t in replayed.turns()] == [(streamed, "intact")]
