@@ -12,7 +12,9 @@ Steps of ``start``:
 2. Write ``server.properties`` for a single node on 127.0.0.1 (settings tuned for one node:
    replication factor 1 for internal topics, no initial rebalance delay).
 3. Format the storage with Kafka's own ``StorageTool`` once; the data directory survives
-   restarts, so a restarted broker keeps its log.
+   restarts, so a restarted broker keeps its log. ``TOKENLOG_KAFKA_SECURITY=sasl_ssl``: a CA and a
+   broker certificate are made first (``infra/tls.py``), the client listener is SASL_SSL, and the
+   SCRAM-SHA-512 user is added here (``--add-scram``).
 4. Start ``kafka.Kafka`` in its own session (PID file in the broker home) and wait until it
    answers a metadata request from an admin client, not just a TCP connect.
 
