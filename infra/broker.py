@@ -84,14 +84,14 @@ def server_properties(
     With ``settings.security == "sasl_ssl"`` (``tls`` and ``sasl_password`` given) every client
     listener is SASL_SSL with SCRAM-SHA-512 only, and brokers talk to each other on it too, as
     ``settings.sasl_username``; no client listener is left in plain text. The KRaft controller
-    listener stays PLAINTEXT on loopback (SCRAM cannot guard it: its credentials live in the
-    metadata the controller serves)."""
+    listener is SASL_PLAINTEXT with PLAIN on loopback (SCRAM cannot guard it: its credentials live
+    in the metadata the controller serves), its one user ``controller`` with the same password."""
     in_sync = str(max(1, replicas - 1))
     secured = settings.security == "sasl_ssl"
     client = "SASL_SSL" if secured else "PLAINTEXT"
     listeners = f"{client}://127.0.0.1:{settings.port},CONTROLLER://127.0.0.1:{settings.controller_port}"
     advertised = f"{client}://127.0.0.1:{settings.port}"
-    protocols = f"{client}:{client},CONTROLLER:PLAINTEXT"
+    protocols = f"{client}:{client},CONTROLLER:{'SASL_PLAINTEXT' if secured else 'PLAINTEXT'}"
     names = [client]
     for i, (bound, shown) in enumerate(settings.proxied):
         listeners += f",PROXIED{i}://127.0.0.1:{bound}"
@@ -106,8 +106,17 @@ def server_properties(
             "org.apache.kafka.common.security.scram.ScramLoginModule required "
             f'username="{settings.sasl_username}" password="{sasl_password}";'
         )
+        # The controller listener: SASL PLAIN (its one user in the JAAS config, not in the metadata
+        # SCRAM needs), so nothing on loopback reaches the controller without the password either.
+        controller_jaas = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="controller" password="{sasl_password}" user_controller="{sasl_password}";'
+        )
         security = {
             "sasl.enabled.mechanisms": SCRAM,
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": controller_jaas,
             "sasl.mechanism.inter.broker.protocol": SCRAM,
             **{f"listener.name.{name.lower()}.{SCRAM.lower()}.sasl.jaas.config": jaas for name in names},
             "ssl.keystore.type": "PEM",

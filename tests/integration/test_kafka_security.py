@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 
 from gateway.client import Client, ClientError
-from infra.broker import LocalBroker, cluster_metadata
+from infra.broker import LocalBroker, classpath, cluster_metadata
 from infra.errors import KafkaAuthenticationError
 from infra.kafka_client import PLAINTEXT, KafkaSecurity
 from infra.settings import TopicSettings
@@ -50,8 +52,21 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
         broker.stop()
 
 
+def admin_over_the_controller(broker: LocalBroker, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Kafka's own ConfigCommand, unauthenticated, describing broker 1 through the controller listener."""
+    config = tmp_path / "admin.properties"
+    config.write_text("request.timeout.ms=2000\ndefault.api.timeout.ms=4000\n")
+    java = shutil.which("java")
+    assert java is not None
+    address = f"127.0.0.1:{broker.settings.controller_port}"
+    cmd = [java, "-cp", classpath(broker.settings.cache_dir), "kafka.admin.ConfigCommand"]
+    cmd += ["--bootstrap-controller", address, "--command-config", str(config)]
+    cmd += ["--describe", "--entity-type", "brokers", "--entity-name", "1"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+
 def test_the_local_broker_serves_clients_only_over_sasl_ssl_with_a_verified_certificate(
-    secured: LocalBroker,
+    secured: LocalBroker, tmp_path: Path
 ) -> None:
     security = secured.client_security()
     assert security.protocol == "SASL_SSL"
@@ -65,6 +80,9 @@ def test_the_local_broker_serves_clients_only_over_sasl_ssl_with_a_verified_cert
     untrusted = replace(security, ssl_cafile="")
     with pytest.raises(KafkaAuthenticationError, match="TLS handshake failed"):
         asyncio.run(cluster_metadata(secured.bootstrap, 5, untrusted))
+    # Nor to the KRaft controller's admin APIs (an admin client over --bootstrap-controller).
+    unauthenticated = admin_over_the_controller(secured, tmp_path)
+    assert unauthenticated.returncode != 0, unauthenticated.stdout
     key_modes = {p.name: p.stat().st_mode & 0o777 for p in secured.tls.directory.iterdir()}
     assert key_modes["ca.key"] == key_modes["broker.key"] == key_modes["broker-keystore.pem"] == 0o600
     assert secured.properties_path.stat().st_mode & 0o777 == 0o600  # it holds the SCRAM password

@@ -122,7 +122,9 @@ def test_a_bad_setting_is_refused_naming_the_variable(env: dict[str, str], messa
         KafkaSecurity.from_env(env)
 
 
-def test_the_secured_local_broker_has_no_plaintext_client_listener(tls: TlsFiles, tmp_path: Path) -> None:
+def test_the_secured_local_broker_has_no_listener_without_authentication(
+    tls: TlsFiles, tmp_path: Path
+) -> None:
     settings = BrokerSettings(port=1234, controller_port=1235, security="sasl_ssl", proxied=((1236, 1237),))
     secret = "pw"  # noqa: S105 - a fixture value, not a credential
     props = server_properties(settings, tmp_path, tls=tls, sasl_password=secret)
@@ -130,7 +132,10 @@ def test_the_secured_local_broker_has_no_plaintext_client_listener(tls: TlsFiles
         "SASL_SSL://127.0.0.1:1234,CONTROLLER://127.0.0.1:1235,PROXIED0://127.0.0.1:1236"
     )
     protocols = dict(pair.split(":") for pair in props["listener.security.protocol.map"].split(","))
-    assert protocols == {"SASL_SSL": "SASL_SSL", "CONTROLLER": "PLAINTEXT", "PROXIED0": "SASL_SSL"}
+    assert protocols == {"SASL_SSL": "SASL_SSL", "PROXIED0": "SASL_SSL", "CONTROLLER": "SASL_PLAINTEXT"}
+    assert props["sasl.mechanism.controller.protocol"] == "PLAIN"
+    assert props["listener.name.controller.sasl.enabled.mechanisms"] == "PLAIN"
+    assert 'user_controller="pw"' in props["listener.name.controller.plain.sasl.jaas.config"]
     assert props["inter.broker.listener.name"] == "SASL_SSL"
     assert (
         props["sasl.enabled.mechanisms"] == props["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-512"
