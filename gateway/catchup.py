@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 from aiokafka.structs import TopicPartition
 
 from gateway.errors import GatewayError, Unavailable
+from infra.kafka_client import PLAINTEXT, KafkaSecurity
 from schemas.registry import TOKENS_TOPIC
 
 JUMP = 512
@@ -61,8 +62,17 @@ class Chunk:
 
 
 class CatchUp:
-    def __init__(self, bootstrap: str, *, size: int, timeout_s: float, partitions: Sequence[int]) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        size: int,
+        timeout_s: float,
+        partitions: Sequence[int],
+        security: KafkaSecurity = PLAINTEXT,
+    ) -> None:
         self._bootstrap = bootstrap
+        self._security = security
         self._size = size
         self._timeout_s = timeout_s
         self._tps = [TopicPartition(TOKENS_TOPIC, p) for p in partitions]
@@ -92,6 +102,7 @@ class CatchUp:
             fetch_max_wait_ms=20,
             max_partition_fetch_bytes=256 * 1024,
             client_id="tokenlog-gateway-catchup",
+            **self._security.client_kwargs(),
         )
         await asyncio.wait_for(consumer.start(), self._timeout_s)
         consumer.assign(self._tps)

@@ -24,6 +24,7 @@ from gateway.entry import make_entry
 from gateway.errors import Unavailable
 from gateway.hub import Hub
 from gateway.metrics import GatewayMetrics
+from infra.kafka_client import PLAINTEXT, KafkaSecurity
 from schemas.registry import TOKENS_TOPIC
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,9 @@ class TailReader:
         metrics: GatewayMetrics,
         *,
         backfill_records: int = 0,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
+        self._security = security
         self._backfill_records = backfill_records
         self.indexed = backfill_records <= 0
         """The start-up backfill has finished (or there is none)."""
@@ -63,6 +66,7 @@ class TailReader:
             fetch_max_wait_ms=10,
             max_partition_fetch_bytes=1024 * 1024,
             client_id="tokenlog-gateway-reader",
+            **self._security.client_kwargs(),
         )
         try:
             await asyncio.wait_for(consumer.start(), timeout_s)
@@ -142,6 +146,7 @@ class TailReader:
             fetch_max_bytes=8 * 1024 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             client_id="tokenlog-gateway-backfill",
+            **self._security.client_kwargs(),
         )
         began = time.monotonic()
         try:

@@ -120,7 +120,9 @@ class Opened:
 async def resolve_epoch(settings: GatewaySettings) -> str:
     if settings.epoch:
         return settings.epoch
-    cluster = await cluster_metadata(settings.bootstrap_servers, timeout_s=30)
+    cluster = await cluster_metadata(
+        settings.bootstrap_servers, timeout_s=30, security=settings.kafka_security
+    )
     return str(cluster["cluster_id"])
 
 
@@ -169,14 +171,18 @@ class Gateway:
         self.epoch = await resolve_epoch(s)
         try:  # the same co-partitioning check as the worker's and the session app's
             self.partition_count = await shared_partition_count(
-                s.bootstrap_servers, (PROMPTS_TOPIC, TOKENS_TOPIC)
+                s.bootstrap_servers, (PROMPTS_TOPIC, TOKENS_TOPIC), s.kafka_security
             )
         except InfraError as exc:
             raise Unavailable(str(exc)) from exc
         served = s.partitions or tuple(range(self.partition_count))
         self.served = frozenset(served)
         self._catchup = CatchUp(
-            s.bootstrap_servers, size=s.catchup_consumers, timeout_s=s.catchup_timeout_s, partitions=served
+            s.bootstrap_servers,
+            size=s.catchup_consumers,
+            timeout_s=s.catchup_timeout_s,
+            partitions=served,
+            security=s.kafka_security,
         )
         await self._catchup.warm()
         self._snapshots = Snapshots(
@@ -194,6 +200,7 @@ class Gateway:
             linger_ms=0,
             request_timeout_ms=int(s.produce_timeout_s * 1000),
             client_id="tokenlog-gateway",
+            **s.kafka_security.client_kwargs(),
         )
         await asyncio.wait_for(self._producer.start(), 30)
         self._commands = Commands(self._producer, timeout_s=s.produce_timeout_s, markers=s.markers)
@@ -204,6 +211,7 @@ class Gateway:
             self.epoch,
             self.metrics,
             backfill_records=s.backfill_records,
+            security=s.kafka_security,
         )
         await self._reader.start()
 

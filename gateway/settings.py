@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from infra.env import env_bool, env_float, env_int, env_str
+from infra.kafka_client import PLAINTEXT, KafkaSecurity
 from pipeline.settings import MarkerCaps, marker_caps_from_env
 
 
@@ -20,6 +21,8 @@ class GatewaySettings:
     """Everything ``python -m gateway`` reads."""
 
     bootstrap_servers: str = "127.0.0.1:19092"
+    kafka_security: KafkaSecurity = PLAINTEXT
+    """TLS and SASL of every Kafka client (``KAFKA_SECURITY_PROTOCOL``, ``infra/kafka_client.py``)."""
     host: str = "127.0.0.1"
     port: int = 8000
     sessions_url: str = "http://127.0.0.1:18082"
@@ -91,6 +94,7 @@ class GatewaySettings:
         partitions = tuple(int(p) for p in _csv(env_str(env, "TOKENLOG_GATEWAY_PARTITIONS", "")))
         return cls(
             bootstrap_servers=env_str(env, "KAFKA_BOOTSTRAP_SERVERS", d.bootstrap_servers),
+            kafka_security=KafkaSecurity.from_env(env),
             host=env_str(env, "TOKENLOG_GATEWAY_HOST", d.host),
             port=env_int(env, "TOKENLOG_GATEWAY_PORT", d.port),
             sessions_url=env_str(env, "TOKENLOG_GATEWAY_SESSIONS_URL", d.sessions_url).rstrip("/"),

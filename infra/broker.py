@@ -12,7 +12,9 @@ Steps of ``start``:
 2. Write ``server.properties`` for a single node on 127.0.0.1 (settings tuned for one node:
    replication factor 1 for internal topics, no initial rebalance delay).
 3. Format the storage with Kafka's own ``StorageTool`` once; the data directory survives
-   restarts, so a restarted broker keeps its log.
+   restarts, so a restarted broker keeps its log. ``TOKENLOG_KAFKA_SECURITY=sasl_ssl``: a CA and a
+   broker certificate are made first (``infra/tls.py``), the client listener is SASL_SSL, and the
+   SCRAM-SHA-512 user is added here (``--add-scram``).
 4. Start ``kafka.Kafka`` in its own session (PID file in the broker home) and wait until it
    answers a metadata request from an admin client, not just a TCP connect.
 
@@ -27,6 +29,7 @@ import base64
 import hashlib
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -36,9 +39,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.errors import BrokerError, BrokerUnreachableError
+from infra.errors import BrokerError, BrokerUnreachableError, KafkaAuthenticationError
+from infra.kafka_client import PLAINTEXT, KafkaSecurity, diagnose
 from infra.process import ManagedProcess, free_port, read_pid, tail
 from infra.settings import REPO_ROOT, BrokerSettings, InfraSettings
+from infra.tls import TlsFiles, make_tls
 
 KAFKA_DIR = REPO_ROOT / "infra" / "kafka"
 POM = KAFKA_DIR / "pom.xml"
@@ -58,20 +63,69 @@ def new_cluster_id() -> str:
             return cid
 
 
+SCRAM = "SCRAM-SHA-512"
+"""The SASL mechanism of the local ``sasl_ssl`` broker."""
+
+
 def server_properties(
-    settings: BrokerSettings, data_dir: Path, node_id: int = 1, voters: str | None = None, replicas: int = 1
+    settings: BrokerSettings,
+    data_dir: Path,
+    node_id: int = 1,
+    voters: str | None = None,
+    replicas: int = 1,
+    *,
+    tls: TlsFiles | None = None,
+    sasl_password: str = "",
 ) -> dict[str, str]:
     """``server.properties`` of a combined broker+controller node on loopback: alone (its own
     quorum), or one of a cluster (``voters``: every node's ``id@host:controller_port``; internal
-    topics with ``replicas`` copies and ``replicas - 1`` in sync)."""
+    topics with ``replicas`` copies and ``replicas - 1`` in sync).
+
+    With ``settings.security == "sasl_ssl"`` (``tls`` and ``sasl_password`` given) every client
+    listener is SASL_SSL with SCRAM-SHA-512 only, and brokers talk to each other on it too, as
+    ``settings.sasl_username``; no client listener is left in plain text. The KRaft controller
+    listener is SASL_PLAINTEXT with PLAIN on loopback (SCRAM cannot guard it: its credentials live
+    in the metadata the controller serves), its one user ``controller`` with the same password."""
     in_sync = str(max(1, replicas - 1))
-    listeners = f"PLAINTEXT://127.0.0.1:{settings.port},CONTROLLER://127.0.0.1:{settings.controller_port}"
-    advertised = f"PLAINTEXT://127.0.0.1:{settings.port}"
-    protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    secured = settings.security == "sasl_ssl"
+    client = "SASL_SSL" if secured else "PLAINTEXT"
+    listeners = f"{client}://127.0.0.1:{settings.port},CONTROLLER://127.0.0.1:{settings.controller_port}"
+    advertised = f"{client}://127.0.0.1:{settings.port}"
+    protocols = f"{client}:{client},CONTROLLER:{'SASL_PLAINTEXT' if secured else 'PLAINTEXT'}"
+    names = [client]
     for i, (bound, shown) in enumerate(settings.proxied):
         listeners += f",PROXIED{i}://127.0.0.1:{bound}"
         advertised += f",PROXIED{i}://127.0.0.1:{shown}"
-        protocols += f",PROXIED{i}:PLAINTEXT"
+        protocols += f",PROXIED{i}:{client}"
+        names.append(f"PROXIED{i}")
+    security: dict[str, str] = {}
+    if secured:
+        if tls is None or not sasl_password:
+            raise BrokerError("a sasl_ssl broker needs its TLS files and the SCRAM user's password")
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{settings.sasl_username}" password="{sasl_password}";'
+        )
+        # The controller listener: SASL PLAIN (its one user in the JAAS config, not in the metadata
+        # SCRAM needs), so nothing on loopback reaches the controller without the password either.
+        controller_jaas = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="controller" password="{sasl_password}" user_controller="{sasl_password}";'
+        )
+        security = {
+            "sasl.enabled.mechanisms": SCRAM,
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": controller_jaas,
+            "sasl.mechanism.inter.broker.protocol": SCRAM,
+            **{f"listener.name.{name.lower()}.{SCRAM.lower()}.sasl.jaas.config": jaas for name in names},
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(tls.keystore),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(tls.ca),
+            "ssl.client.auth": "none",
+            "ssl.endpoint.identification.algorithm": "https",
+        }
     return {
         "process.roles": "broker,controller",
         "node.id": str(node_id),
@@ -79,8 +133,9 @@ def server_properties(
         "listeners": listeners,
         "advertised.listeners": advertised,
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
+        "inter.broker.listener.name": client,
         "listener.security.protocol.map": protocols,
+        **security,
         "log.dirs": str(data_dir),
         "auto.create.topics.enable": str(settings.auto_create_topics).lower(),
         "num.partitions": "1",
@@ -195,13 +250,25 @@ def kafka_version(cp: str) -> str:
 # --------------------------------------------------------------------------- the broker
 
 
-async def cluster_metadata(bootstrap: str, timeout_s: float) -> dict[str, object]:
-    """``describe_cluster`` of ``bootstrap``; ``BrokerUnreachableError`` when it lists no broker yet."""
+async def cluster_metadata(
+    bootstrap: str, timeout_s: float, security: KafkaSecurity = PLAINTEXT
+) -> dict[str, object]:
+    """``describe_cluster`` of ``bootstrap``; ``BrokerUnreachableError`` when it lists no broker yet,
+    ``KafkaAuthenticationError`` when the broker refuses ``security``'s credentials."""
     from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaConnectionError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000) + 1000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=int(timeout_s * 1000) + 1000,
+        **security.client_kwargs(),
+    )
     try:
-        await asyncio.wait_for(admin.start(), timeout_s)
+        try:
+            await asyncio.wait_for(admin.start(), timeout_s)
+        except KafkaConnectionError:
+            await diagnose(bootstrap, security, timeout_s)
+            raise
         cluster: dict[str, object] = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
     finally:
         await asyncio.wait_for(admin.close(), 5)
@@ -211,9 +278,14 @@ async def cluster_metadata(bootstrap: str, timeout_s: float) -> dict[str, object
 
 
 def wait_for_metadata(
-    bootstrap: str, timeout_s: float, alive: ManagedProcess | None = None, log: Path | None = None
+    bootstrap: str,
+    timeout_s: float,
+    alive: ManagedProcess | None = None,
+    log: Path | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> dict[str, object]:
-    """Block until ``bootstrap`` answers a metadata request (admin client describe_cluster)."""
+    """Block until ``bootstrap`` answers a metadata request (admin client describe_cluster); a
+    refused credential (``KafkaAuthenticationError``) ends the wait at once."""
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # refused connects are expected here
     deadline = time.monotonic() + timeout_s
     last: BaseException | None = None
@@ -224,7 +296,9 @@ def wait_for_metadata(
                 log_tail=_log_tail(log),
             )
         try:
-            return asyncio.run(cluster_metadata(bootstrap, 2.0))
+            return asyncio.run(cluster_metadata(bootstrap, 2.0, security))
+        except KafkaAuthenticationError:
+            raise
         except Exception as exc:  # noqa: BLE001 - any failure here means "not ready yet"
             last = exc
             time.sleep(0.2)
@@ -329,9 +403,64 @@ class LocalBroker:
         else:
             Path(private).unlink(missing_ok=True)
 
+    @property
+    def secured(self) -> bool:
+        return self.settings.security == "sasl_ssl"
+
+    @property
+    def tls(self) -> TlsFiles:
+        return TlsFiles(self.home / "tls")
+
+    def sasl_password(self) -> str:
+        """The SCRAM user's password: the setting, or one made at first start and kept (0600)."""
+        if self.settings.sasl_password:
+            return self.settings.sasl_password
+        path = self.home / "sasl.password"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(24))
+        return path.read_text().strip()
+
+    def client_security(self) -> KafkaSecurity:
+        """What a client needs to reach this broker (the ``KAFKA_*`` variables: ``.env()``)."""
+        if not self.secured:
+            return PLAINTEXT
+        return KafkaSecurity(
+            protocol="SASL_SSL",
+            sasl_mechanism=SCRAM,
+            username=self.settings.sasl_username,
+            password=self.sasl_password(),
+            ssl_cafile=str(self.tls.ca),
+        )
+
+    def _scram_argument(self) -> list[str]:
+        """``--add-scram`` for the SCRAM user (a secured broker), checked for the characters the
+        StorageTool's ``[name=...,password=...]`` syntax cannot carry."""
+        if not self.secured:
+            return []
+        name, password = self.settings.sasl_username, self.sasl_password()
+        for label, value in (("KAFKA_SASL_USERNAME", name), ("KAFKA_SASL_PASSWORD", password)):
+            if not value or any(c in value for c in ',[]="\\ '):
+                raise BrokerError(
+                    f'{label} for the local broker must be non-empty, without , [ ] = " \\ or spaces'
+                )
+        return ["--add-scram", f"{SCRAM}=[name={name},password={password}]"]
+
     def format_storage(self, cp: str) -> None:
-        """Format the data directory with Kafka's StorageTool (idempotent)."""
+        """Format the data directory with Kafka's StorageTool (idempotent); a secured broker's
+        SCRAM user is added here (``scram.user`` in the home records who)."""
+        marker = self.home / "scram.user"
         if (self.data_dir / "meta.properties").exists():
+            if self.secured and (
+                not marker.exists() or marker.read_text().strip() != self.settings.sasl_username
+            ):
+                raise BrokerError(
+                    f"the storage in {self.data_dir} was formatted without the SCRAM user "
+                    f"{self.settings.sasl_username!r}: remove that directory (its log goes with it) or "
+                    "use another TOKENLOG_KAFKA_HOME to start it with TOKENLOG_KAFKA_SECURITY=sasl_ssl"
+                )
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
@@ -346,23 +475,39 @@ class LocalBroker:
             "-c",
             str(self.properties_path),
             "--ignore-formatted",
+            *self._scram_argument(),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
         if proc.returncode != 0:
             raise BrokerError("StorageTool format failed", log_tail=(proc.stdout + proc.stderr)[-4000:])
+        if self.secured:
+            marker.write_text(self.settings.sasl_username + "\n")
 
     def start(self, wait: bool = True) -> float:
         """Start the broker (no-op if it already runs); return seconds until it answered."""
         began = time.monotonic()
         if self.running():
             if wait:
-                wait_for_metadata(self.bootstrap, self.settings.start_timeout_s)
+                wait_for_metadata(
+                    self.bootstrap, self.settings.start_timeout_s, security=self.client_security()
+                )
             return time.monotonic() - began
         cp = classpath(self.settings.cache_dir)
         for sub in ("logs", "data"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
-        props = server_properties(self.settings, self.data_dir, self.node_id, self.voters, self.replicas)
-        self.properties_path.write_text(render_properties(props))
+        props = server_properties(
+            self.settings,
+            self.data_dir,
+            self.node_id,
+            self.voters,
+            self.replicas,
+            tls=make_tls(self.tls.directory) if self.secured else None,
+            sasl_password=self.sasl_password() if self.secured else "",
+        )
+        self.properties_path.unlink(missing_ok=True)  # holds the SCRAM password when secured: 0600
+        fd = os.open(self.properties_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(render_properties(props))
         self.format_storage(cp)
         archive, dump = self._cds(cp)
         argv = [
@@ -379,7 +524,11 @@ class LocalBroker:
         if wait:
             try:
                 wait_for_metadata(
-                    self.bootstrap, self.settings.start_timeout_s, alive=proc, log=self.stdout_log
+                    self.bootstrap,
+                    self.settings.start_timeout_s,
+                    alive=proc,
+                    log=self.stdout_log,
+                    security=self.client_security(),
                 )
             except BaseException:
                 proc.stop(grace_s=5)
@@ -453,6 +602,14 @@ class LocalCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop(grace_s=20)
+
+
+def client_security(settings: InfraSettings) -> KafkaSecurity:
+    """How this process's clients reach the system's broker: the ``KAFKA_SECURITY_PROTOCOL`` family
+    for a cluster named by ``KAFKA_BOOTSTRAP_SERVERS``, else what the local broker asks for."""
+    if settings.uses_external_cluster:
+        return settings.security
+    return LocalBroker(settings.broker).client_security()
 
 
 def sys_java_version() -> str:
@@ -539,7 +696,7 @@ def main(argv: list[str] | None = None) -> int:
             if pid is None:
                 print(f"kafka not running (home {broker.home})")
                 return 3
-            cluster = wait_for_metadata(broker.bootstrap, 10)
+            cluster = wait_for_metadata(broker.bootstrap, 10, security=broker.client_security())
             print(
                 f"kafka {broker.version()} running at {broker.bootstrap} (PID {pid}, "
                 f"cluster {cluster.get('cluster_id')}, data {broker.data_dir})"

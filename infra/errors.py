@@ -33,3 +33,8 @@ class TopicMismatchError(InfraError):
 
 class ProcessError(InfraError):
     """A supervised subprocess failed to start, become ready or stop."""
+
+
+class KafkaAuthenticationError(InfraError):
+    """A broker refused the client's SASL credentials, or the TLS handshake failed (a CA that
+    does not vouch for the broker, a protocol mismatch): terminal, retrying cannot help."""

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from infra.broker import LocalBroker, wait_for_metadata
+from infra.broker import LocalBroker, client_security, wait_for_metadata
 from infra.errors import InfraError
 from infra.services import services
 from infra.settings import REPO_ROOT, InfraSettings
@@ -38,7 +38,7 @@ def main() -> int:
     try:
         if settings.uses_external_cluster:
             _log(f"using the cluster at KAFKA_BOOTSTRAP_SERVERS={settings.bootstrap}")
-            wait_for_metadata(settings.bootstrap, settings.broker.start_timeout_s)
+            wait_for_metadata(settings.bootstrap, settings.broker.start_timeout_s, security=settings.security)
         else:
             broker = LocalBroker(settings.broker)
             started_broker = not broker.running()
@@ -48,7 +48,8 @@ def main() -> int:
 
         import asyncio
 
-        todo = asyncio.run(ensure(settings.bootstrap, topic_specs(settings.topics)))
+        security = client_security(settings)
+        todo = asyncio.run(ensure(settings.bootstrap, topic_specs(settings.topics), security))
         names = [s.name for s in topic_specs(settings.topics)]
         _log(
             f"topics ready: {', '.join(names)} ({settings.topics.partitions} partitions; "
@@ -57,7 +58,7 @@ def main() -> int:
 
         supervisor = Supervisor(
             services(settings.bootstrap),
-            os.environ,
+            {**os.environ, **security.env()},
             settings.run.log_dir,
             settings.run.restarts,
             settings.run.ready_timeout_s,
@@ -65,6 +66,8 @@ def main() -> int:
             say=_log,
         )
         _log(f"bootstrap servers: {settings.bootstrap}")
+        if security.protocol != "PLAINTEXT":
+            _log(f"kafka clients:      {security.describe()}, CA {security.ssl_cafile or 'the system store'}")
         _log("list topics:        make topics")
         _log("broker log:         make kafka-logs")
         _log(f"service logs:       {settings.run.log_dir}/")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.env import env_bool, env_float, env_int, env_str
+from infra.kafka_client import PLAINTEXT, KafkaSecurity
 from infra.restarts import RestartPolicy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -74,6 +75,13 @@ class BrokerSettings:
     """The resolved classpath and the JVM class-data archive, shared by every broker home."""
     auto_create_topics: bool = False
     """Off by default: a misspelt topic name fails instead of silently creating a topic."""
+    security: str = "plaintext"
+    """Client listener: ``plaintext``, or ``sasl_ssl`` (TLS with a CA made in the home at first
+    start, and a SCRAM-SHA-512 user added when the storage is formatted)."""
+    sasl_username: str = "tokenlog"
+    """The SCRAM user of a ``sasl_ssl`` broker (``KAFKA_SASL_USERNAME``: the clients' own)."""
+    sasl_password: str = field(default="", repr=False)
+    """Its password (``KAFKA_SASL_PASSWORD``); empty: one made at first start, kept in the home."""
     proxied: tuple[tuple[int, int], ...] = ()
     """More client listeners for fault tests, each (port it binds, port it advertises). Clients
     that bootstrap at an advertised port (a fault proxy forwarding to the bound one) keep every
@@ -97,7 +105,14 @@ class BrokerSettings:
             heap=env_str(env, "TOKENLOG_KAFKA_HEAP", d.heap),
             start_timeout_s=env_float(env, "TOKENLOG_KAFKA_START_TIMEOUT_S", d.start_timeout_s),
             auto_create_topics=env_bool(env, "TOKENLOG_KAFKA_AUTO_CREATE_TOPICS", d.auto_create_topics),
+            security=env_str(env, "TOKENLOG_KAFKA_SECURITY", d.security).lower(),
+            sasl_username=env_str(env, "KAFKA_SASL_USERNAME", d.sasl_username),
+            sasl_password=env_str(env, "KAFKA_SASL_PASSWORD", d.sasl_password),
         )
+
+    def __post_init__(self) -> None:
+        if self.security not in ("plaintext", "sasl_ssl"):
+            raise ValueError(f"TOKENLOG_KAFKA_SECURITY must be plaintext or sasl_ssl, got {self.security!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +153,9 @@ class InfraSettings:
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     topics: TopicSettings = field(default_factory=TopicSettings)
     run: RunSettings = field(default_factory=RunSettings)
+    security: KafkaSecurity = PLAINTEXT
+    """How clients reach ``KAFKA_BOOTSTRAP_SERVERS`` (a local broker says so itself:
+    ``LocalBroker.client_security``)."""
 
     @property
     def uses_external_cluster(self) -> bool:
@@ -155,4 +173,5 @@ class InfraSettings:
             broker=BrokerSettings.from_env(env),
             topics=TopicSettings.from_env(env),
             run=RunSettings.from_env(env),
+            security=KafkaSecurity.from_env(env),
         )

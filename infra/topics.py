@@ -20,8 +20,11 @@ import asyncio
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from infra.broker import client_security
 from infra.errors import InfraError, TopicMismatchError
+from infra.kafka_client import PLAINTEXT, KafkaSecurity, diagnose
 from infra.settings import InfraSettings, TopicSettings
 from schemas.registry import ANSWERS_TOPIC, DEADLETTER_TOPIC, PROMPTS_TOPIC, TOKENS_TOPIC
 
@@ -125,13 +128,17 @@ def plan(specs: Iterable[TopicSpec], existing: Mapping[str, TopicState]) -> Plan
 # --------------------------------------------------------------------------- I/O
 
 
-async def describe(bootstrap: str, names: Iterable[str] | None = None) -> dict[str, TopicState]:
+async def describe(
+    bootstrap: str, names: Iterable[str] | None = None, security: KafkaSecurity = PLAINTEXT
+) -> dict[str, TopicState]:
     """Partitions and configs of topics on the cluster (all non-internal topics by default)."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
-    await admin.start()
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=15000, **security.client_kwargs()
+    )
+    await _start(admin, bootstrap, security)
     try:
         metadata = await admin.describe_topics(list(names) if names is not None else None)
         found = {
@@ -158,7 +165,24 @@ ENSURE_WAIT_S = 30.0
 """How long ``ensure`` waits for the topics it created to show in the metadata."""
 
 
-async def ensure(bootstrap: str, specs: Iterable[TopicSpec], *, wait_s: float = ENSURE_WAIT_S) -> Plan:
+async def _start(admin: Any, bootstrap: str, security: KafkaSecurity) -> None:
+    """``admin.start()``; a refused credential is a ``KafkaAuthenticationError`` saying so."""
+    from aiokafka.errors import KafkaConnectionError
+
+    try:
+        await admin.start()
+    except KafkaConnectionError:
+        await diagnose(bootstrap, security)
+        raise
+
+
+async def ensure(
+    bootstrap: str,
+    specs: Iterable[TopicSpec],
+    security: KafkaSecurity = PLAINTEXT,
+    *,
+    wait_s: float = ENSURE_WAIT_S,
+) -> Plan:
     """Create missing topics and align managed configs; idempotent and safe to race. Returns once
     every created topic is in the metadata with all its partitions (up to ``wait_s``)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -166,9 +190,11 @@ async def ensure(bootstrap: str, specs: Iterable[TopicSpec], *, wait_s: float = 
     from aiokafka.errors import TopicAlreadyExistsError, for_code
 
     specs = tuple(specs)
-    todo = plan(specs, await describe(bootstrap, [s.name for s in specs]))
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
-    await admin.start()
+    todo = plan(specs, await describe(bootstrap, [s.name for s in specs], security))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=30000, **security.client_kwargs()
+    )
+    await _start(admin, bootstrap, security)
     try:
         if todo.create:
             response = await admin.create_topics(
@@ -191,7 +217,7 @@ async def ensure(bootstrap: str, specs: Iterable[TopicSpec], *, wait_s: float = 
     finally:
         await admin.close()
     # A topic created concurrently by someone else must still match the spec.
-    after = await describe_when_visible(bootstrap, specs, wait_s)
+    after = await describe_when_visible(bootstrap, specs, wait_s, security)
     plan(specs, after)
     return todo
 
@@ -207,7 +233,7 @@ def not_yet_visible(specs: Iterable[TopicSpec], seen: Mapping[str, int]) -> list
 
 
 async def describe_when_visible(
-    bootstrap: str, specs: Iterable[TopicSpec], timeout_s: float
+    bootstrap: str, specs: Iterable[TopicSpec], timeout_s: float, security: KafkaSecurity = PLAINTEXT
 ) -> dict[str, TopicState]:
     """``describe`` the specs' topics once the metadata shows each with all its partitions, polling
     with short pauses doubling up to 0.5 s. ``create_topics`` returns once the controller has
@@ -220,7 +246,7 @@ async def describe_when_visible(
     deadline = loop.time() + timeout_s
     pause = 0.02
     while True:
-        found = await describe(bootstrap, names)
+        found = await describe(bootstrap, names, security)
         missing = not_yet_visible(specs, {name: state.partitions for name, state in found.items()})
         if not missing:
             return found
@@ -238,11 +264,13 @@ def partition_for(conversation_id: str, partitions: int) -> int:
     return int(murmur2(conversation_id.encode()) & 0x7FFFFFFF) % partitions
 
 
-async def shared_partition_count(bootstrap: str, names: Iterable[str]) -> int:
+async def shared_partition_count(
+    bootstrap: str, names: Iterable[str], security: KafkaSecurity = PLAINTEXT
+) -> int:
     """The one partition count of ``names``; ``TopicMismatchError`` naming what to do when a topic
     is missing or they are not co-partitioned."""
     names = tuple(names)
-    found = await describe(bootstrap, list(names))
+    found = await describe(bootstrap, list(names), security)
     missing = [n for n in names if n not in found]
     if missing:
         raise TopicMismatchError(
@@ -260,9 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = InfraSettings.from_env()
     bootstrap = settings.bootstrap
+    security = client_security(settings)
     try:
         if args.command == "ensure":
-            todo = asyncio.run(ensure(bootstrap, topic_specs(settings.topics)))
+            todo = asyncio.run(ensure(bootstrap, topic_specs(settings.topics), security))
             for s in todo.create:
                 print(f"created   {s.name} ({s.partitions} partitions, rf {s.replication_factor})")
             for s in todo.align:
@@ -271,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"unchanged {name}")
         else:
             managed = {s.name: s for s in topic_specs(settings.topics)}
-            states = asyncio.run(describe(bootstrap))
+            states = asyncio.run(describe(bootstrap, security=security))
             print(f"{'topic':40} {'partitions':>10}  configs")
             for name in sorted(states):
                 state = states[name]

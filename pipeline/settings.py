@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from infra.env import env_bool, env_float, env_int, env_str
+from infra.kafka_client import PLAINTEXT, KafkaSecurity
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,8 @@ class WorkerSettings:
     """Everything ``python -m pipeline worker`` reads."""
 
     bootstrap_servers: str = "127.0.0.1:19092"
+    kafka_security: KafkaSecurity = PLAINTEXT
+    """TLS and SASL of every Kafka client (``KAFKA_SECURITY_PROTOCOL``, ``infra/kafka_client.py``)."""
     group_id: str = "tokenlog-generation"
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     provider: str = "demo"
@@ -127,6 +130,7 @@ class WorkerSettings:
             raise ValueError(f"TOKENLOG_WORKER_POISON_ATTEMPTS must be at least 1, got {poison_attempts}")
         return cls(
             bootstrap_servers=env_str(env, "KAFKA_BOOTSTRAP_SERVERS", d.bootstrap_servers),
+            kafka_security=KafkaSecurity.from_env(env),
             group_id=env_str(env, "TOKENLOG_WORKER_GROUP", d.group_id),
             worker_id=env_str(env, "TOKENLOG_WORKER_ID", d.worker_id),
             provider=provider,

@@ -100,6 +100,7 @@ class Worker:
             acks="all",
             linger_ms=0,
             request_timeout_ms=30_000,
+            **settings.kafka_security.client_kwargs(),
         )
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers,
@@ -111,12 +112,14 @@ class Worker:
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             max_poll_records=500,
             fetch_max_wait_ms=100,
+            **settings.kafka_security.client_kwargs(),
         )
         self._reader = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers,
             enable_auto_commit=False,
             fetch_max_wait_ms=50,
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            **settings.kafka_security.client_kwargs(),
         )
         self.sink = KafkaEventSink(self._producer)
         self.generator = Generator(
@@ -139,7 +142,9 @@ class Worker:
         """Consume until ``stop()``; then finish or hand over in-flight answers and leave."""
         # Fail fast, naming what to do, when the topics are missing or not co-partitioned.
         await shared_partition_count(
-            self.settings.bootstrap_servers, (PROMPTS_TOPIC, TOKENS_TOPIC, ANSWERS_TOPIC, DEADLETTER_TOPIC)
+            self.settings.bootstrap_servers,
+            (PROMPTS_TOPIC, TOKENS_TOPIC, ANSWERS_TOPIC, DEADLETTER_TOPIC),
+            self.settings.kafka_security,
         )
         await self._producer.start()
         await self._reader.start()

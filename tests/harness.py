@@ -26,6 +26,7 @@ from pathlib import Path
 
 from infra.broker import LocalBroker, wait_for_metadata
 from infra.errors import BrokerError
+from infra.kafka_client import PLAINTEXT, KafkaSecurity
 from infra.process import ManagedProcess, free_port, wait_until
 from infra.settings import BrokerSettings
 
@@ -102,11 +103,13 @@ def kafka_for_tests(tmp: Path) -> Iterator[KafkaForTests]:
     )
 
 
-async def create_topic(bootstrap: str, name: str, partitions: int = 3) -> str:
+async def create_topic(
+    bootstrap: str, name: str, partitions: int = 3, security: KafkaSecurity = PLAINTEXT
+) -> str:
     """A fresh topic for one test (replication 1, or the cluster's default if larger)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **security.client_kwargs())
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, partitions, 1)])

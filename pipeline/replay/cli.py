@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from infra.broker import client_security
 from infra.settings import InfraSettings
 from pipeline.replay import export, render
 from pipeline.replay.source import ReadStats, ReplayError, ReplaySource, Selection
@@ -76,10 +77,14 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 2
     try:
         selection = Selection(args.conversation, args.since, args.until, args.as_of)
+        settings = InfraSettings.from_env()
+        # KAFKA_SECURITY_PROTOCOL and friends for --bootstrap; the local broker's own otherwise.
+        security = settings.security if args.bootstrap else client_security(settings)
         source = ReplaySource(
-            args.bootstrap or InfraSettings.from_env().bootstrap,
+            args.bootstrap or settings.bootstrap,
             tokens_topic=args.tokens_topic,
             prompts_topic=args.prompts_topic,
+            security=security,
         )
         replay, stats = asyncio.run(source.replay(selection))
     except ReplayError as exc:

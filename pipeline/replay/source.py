@@ -28,6 +28,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from infra.errors import TopicMismatchError
+from infra.kafka_client import PLAINTEXT, KafkaSecurity
 from infra.topics import partition_for, shared_partition_count
 from pipeline.errors import PipelineError
 from pipeline.replay.transcript import Replay
@@ -96,6 +97,8 @@ class ReplaySource:
     fetch_max_bytes: int = 64 * 1024 * 1024
     partition_fetch_bytes: int = 16 * 1024 * 1024
     consumer_options: dict[str, Any] = field(default_factory=dict)
+    security: KafkaSecurity = PLAINTEXT
+    """TLS and SASL of its clients (``infra/kafka_client.py``)."""
 
     async def replay(self, selection: Selection, replay: Replay | None = None) -> tuple[Replay, ReadStats]:
         replay = replay or Replay()
@@ -108,6 +111,7 @@ class ReplaySource:
             auto_offset_reset="earliest",
             fetch_max_bytes=self.fetch_max_bytes,
             max_partition_fetch_bytes=self.partition_fetch_bytes,
+            **self.security.client_kwargs(),
             **self.consumer_options,
         )
         await consumer.start()
@@ -123,7 +127,7 @@ class ReplaySource:
 
     async def _partitions(self, consumer: AIOKafkaConsumer, topic: str, selection: Selection) -> list[int]:
         try:
-            count = await shared_partition_count(self.bootstrap, [topic])
+            count = await shared_partition_count(self.bootstrap, [topic], self.security)
         except TopicMismatchError as exc:
             raise ReplayError(f"cannot replay {topic!r} from {self.bootstrap}: {exc}") from exc
         if selection.conversation is not None:

@@ -32,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from infra.broker import cluster_metadata
 from infra.errors import InfraError
+from infra.kafka_client import PLAINTEXT, KafkaSecurity
 from infra.priority import lower_priority
 from infra.topics import TopicSpec, ensure, shared_partition_count
 from pipeline.sessions import kafka
@@ -49,9 +50,9 @@ from schemas.records import TokenDelta
 from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
 
 
-async def cluster_epoch(bootstrap: str) -> str:
+async def cluster_epoch(bootstrap: str, security: KafkaSecurity = PLAINTEXT) -> str:
     """The Kafka cluster id: it changes when the log is reset (storage formatted anew)."""
-    cluster = await cluster_metadata(bootstrap, timeout_s=30)
+    cluster = await cluster_metadata(bootstrap, timeout_s=30, security=security)
     return str(cluster["cluster_id"])
 
 
@@ -60,7 +61,7 @@ def faust_app(settings: SessionsSettings) -> faust.App:
     on it too, so that it measures what the session app's Faust costs)."""
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{settings.bootstrap_servers}",
+        **settings.kafka_security.faust_kwargs(settings.bootstrap_servers),
         store=settings.store,
         datadir=settings.data_dir,
         topic_partitions=settings.partitions,
@@ -400,7 +401,9 @@ def prepare(settings: SessionsSettings) -> SessionsSettings:
         print(f"sessions: CPU priority lowered ({', '.join(lowered)})", file=sys.stderr, flush=True)
     try:
         partitions = asyncio.run(
-            shared_partition_count(settings.bootstrap_servers, (PROMPTS_TOPIC, TOKENS_TOPIC))
+            shared_partition_count(
+                settings.bootstrap_servers, (PROMPTS_TOPIC, TOKENS_TOPIC), settings.kafka_security
+            )
         )
     except InfraError as exc:
         raise SystemExit(f"error: {exc}") from exc
@@ -413,8 +416,8 @@ def run(settings: SessionsSettings) -> NoReturn:
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from exc
     settings = prepare(settings)
-    asyncio.run(ensure(settings.bootstrap_servers, changelog_specs(settings)))
-    epoch = settings.epoch or asyncio.run(cluster_epoch(settings.bootstrap_servers))
+    asyncio.run(ensure(settings.bootstrap_servers, changelog_specs(settings), settings.kafka_security))
+    epoch = settings.epoch or asyncio.run(cluster_epoch(settings.bootstrap_servers, settings.kafka_security))
     app = create_app(settings, epoch)
     worker = faust.Worker(app, loglevel="INFO", quiet=True)
     worker.execute_from_commandline()

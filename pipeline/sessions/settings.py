@@ -7,11 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from infra.env import env_float, env_int, env_str
+from infra.kafka_client import PLAINTEXT, KafkaSecurity
 
 
 @dataclass(frozen=True, slots=True)
 class SessionsSettings:
     bootstrap_servers: str = "127.0.0.1:19092"
+    kafka_security: KafkaSecurity = PLAINTEXT
+    """TLS and SASL of every Kafka client, Faust's included (``KAFKA_SECURITY_PROTOCOL``)."""
     app_id: str = "tokenlog-sessions"
     """Faust application id: the consumer group and the prefix of the changelog topics."""
     store: str = "rocksdb://"
@@ -76,6 +79,7 @@ class SessionsSettings:
         d = cls()
         return cls(
             bootstrap_servers=env_str(env, "KAFKA_BOOTSTRAP_SERVERS", d.bootstrap_servers),
+            kafka_security=KafkaSecurity.from_env(env),
             app_id=env_str(env, "TOKENLOG_SESSIONS_APP_ID", d.app_id),
             store=env_str(env, "TOKENLOG_SESSIONS_STORE", d.store),
             data_dir=env_str(env, "TOKENLOG_SESSIONS_DATA_DIR", d.data_dir),

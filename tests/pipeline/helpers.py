@@ -11,6 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from infra.kafka_client import PLAINTEXT, KafkaSecurity
 from infra.process import ManagedProcess
 from infra.services import http_ok
 from schemas.answers import AnswerFold
@@ -21,9 +22,13 @@ from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
 from tests.harness import SERVICE_HEADERS, ServiceRunner, wait_for
 
 
-async def submit(bootstrap: str, *records: PromptRecord) -> list[tuple[int, int]]:
+async def submit(
+    bootstrap: str, *records: PromptRecord, security: KafkaSecurity = PLAINTEXT
+) -> list[tuple[int, int]]:
     """Produce commands to conversation.prompts (idempotent, acks=all); (partition, offset) each."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=True, **security.client_kwargs()
+    )
     await producer.start()
     try:
         placed = []
@@ -65,10 +70,16 @@ async def read_transcript(
     *,
     timeout_s: float = 60.0,
     start: int = 0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> Transcript:
     """Read ``conversation.tokens[partition]`` from ``start`` until ``until(transcript)`` holds."""
     wanted = set(conversations)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        **security.client_kwargs(),
+    )
     await consumer.start()
     tp = TopicPartition(TOKENS_TOPIC, partition)
     transcript = Transcript()
