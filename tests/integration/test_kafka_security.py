@@ -22,6 +22,7 @@ from gateway.client import Client, ClientError
 from infra.broker import LocalBroker, classpath, cluster_metadata
 from infra.errors import KafkaAuthenticationError
 from infra.kafka_client import PLAINTEXT, KafkaSecurity
+from infra.process import wait_until
 from infra.settings import TopicSettings
 from infra.topics import describe, ensure, topic_specs
 from pipeline.replay.source import ReplaySource, Selection
@@ -127,9 +128,16 @@ def test_the_whole_system_answers_and_hydrates_over_sasl_ssl(secured: LocalBroke
         assert [(t["prompt_id"], t["status"], t["answer"]) for t in turns] == [("p-1", "completed", streamed)]
 
         # The session app itself materialised it from the secured topics (not only the gateway's tail).
-        status, body = get_snapshot(sessions_url, cid)
-        assert status == 200
-        assert [t["answer"] for t in body["turns"]] == [streamed]
+        # It trails the gateway's (folded) snapshot by up to a second or so.
+        found: list[Any] = []
+
+        def materialised() -> bool:
+            status, body = get_snapshot(sessions_url, cid)
+            found[:] = [status, [t["answer"] for t in body.get("turns", ())]]
+            return status == 200 and bool(found[1])
+
+        wait_until(materialised, 30, what="the session app's snapshot")
+        assert found == [200, [streamed]]
         # The log holds it as streamed, read and replayed through the secured listener.
         logged = asyncio.run(
             read_transcript(
