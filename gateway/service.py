@@ -50,7 +50,7 @@ from gateway.errors import (
     WrongShard,
 )
 from gateway.hub import Hub, HubLimits
-from gateway.limits import ConnectionCounter, RateLimiter
+from gateway.limits import ConnectionCounter, PromptLimits, RateLimiter, ReadBudget
 from gateway.merge import Gap, Merger
 from gateway.metrics import GatewayMetrics
 from gateway.models import Accepted, CancelBody, PromptBody
@@ -146,6 +146,11 @@ class Gateway:
             self.owners,
         )
         self.limiter = RateLimiter(settings.prompt_rate_per_min, settings.prompt_burst)
+        self.cancels = RateLimiter(settings.cancel_rate_per_min, settings.cancel_burst, "cancels")
+        self.frames = RateLimiter(settings.ws_frame_rate_per_min, settings.ws_frame_burst, "WebSocket frames")
+        """Per user, the WebSocket frames other than ``subscribe`` (the app takes one a frame)."""
+        self.reads = ReadBudget(settings.reads_per_user)
+        self.prompt_limits = PromptLimits(frozenset(settings.models), settings.max_output_tokens)
         self.counter = ConnectionCounter(settings.max_connections_per_user)
         self.connections: set[Connection] = set()
         self.epoch = ""
@@ -175,7 +180,12 @@ class Gateway:
         served = s.partitions or tuple(range(self.partition_count))
         self.served = frozenset(served)
         self._catchup = CatchUp(
-            s.bootstrap_servers, size=s.catchup_consumers, timeout_s=s.catchup_timeout_s, partitions=served
+            s.bootstrap_servers,
+            size=s.catchup_consumers,
+            timeout_s=s.catchup_timeout_s,
+            partitions=served,
+            acquire_timeout_s=s.catchup_acquire_timeout_s,
+            budget=self.reads,
         )
         await self._catchup.warm()
         self._snapshots = Snapshots(
@@ -289,6 +299,7 @@ class Gateway:
 
     async def submit_prompt(self, conversation_id: str, identity: Identity, body: PromptBody) -> Accepted:
         self.partition_of(conversation_id)
+        self.prompt_limits.check(body)
         await self.authorize(conversation_id, identity)
         self.limiter.take(identity.user_id)
         try:
@@ -307,6 +318,11 @@ class Gateway:
             raise UnknownConversation("no such conversation")
         if owner != identity.user_id:
             raise Forbidden("this conversation belongs to another user")
+        try:
+            self.cancels.take(identity.user_id)
+        except GatewayError as exc:
+            self.metrics.commands.labels("cancel", exc.code).inc()
+            raise
         accepted = await self.commands.cancel(conversation_id, identity.user_id, body)
         self.metrics.commands.labels("cancel", "accepted").inc()
         return accepted
@@ -369,7 +385,7 @@ class Gateway:
                     after = check(position, epoch=self.epoch, partition=partition).last_offset
                 except CursorError as exc:
                     raise Resync(exc.reason, str(exc)) from exc
-            expected, read_path, chunks = await self._catch_up(cid, partition, after, splice)
+            after, expected, read_path, chunks = await self._catch_up(cid, partition, after, splice)
             if position is not None:
                 path = read_path
             merger = Merger(after, splice, expected)
@@ -414,7 +430,12 @@ class Gateway:
             try:
                 async with contextlib.aclosing(chunks):
                     async for chunk in chunks:
-                        conn.stream(merger.feed(chunk.entries, chunk.through))
+                        entries = merger.feed(chunk.entries, chunk.through)
+                        # Back-pressure: the client's queue stays within its cap (a client that
+                        # reads nothing is closed as slow, and this read ends).
+                        if not await conn.room(len(entries), self.settings.catchup_timeout_s):
+                            return
+                        conn.stream(entries)
                         await asyncio.sleep(0)  # let the writer send what is queued
                 merged = merger.finish(conn.take_pending())
             except (Resync, Gap) as exc:
@@ -425,9 +446,9 @@ class Gateway:
         except GatewayError as exc:
             conn.close(exc)
             return
-        except Exception as exc:  # the stream ends with an error, the gateway keeps serving
+        except Exception:  # the stream ends with an error, the gateway keeps serving
             log.exception("catch-up of a %s stream failed", conn.transport)
-            conn.close(Unavailable(f"catch-up failed: {exc!r}; resume from your cursor"))
+            conn.close(Unavailable("the catch-up failed; resume from your cursor"))
             return
         conn.go_live(merged)
         self.metrics.resume_seconds.labels(path).observe(time.perf_counter() - started)
@@ -458,7 +479,9 @@ class Gateway:
         )
         after = snap.cursor.last_offset
         try:
-            expected, _, chunks = await self._catch_up(conn.conversation_id, conn.partition, after, splice)
+            after, expected, _, chunks = await self._catch_up(
+                conn.conversation_id, conn.partition, after, splice
+            )
             merger = Merger(after, splice, expected)
             merged: list[Entry] = []
             async with contextlib.aclosing(chunks):
@@ -470,19 +493,27 @@ class Gateway:
 
     async def _catch_up(
         self, cid: str, partition: int, after: int, splice: int
-    ) -> tuple[list[int] | None, str, AsyncGenerator[Stretch, None]]:
-        """The offsets expected in ``(after, splice]``, the path, and the conversation's events
-        there as stretches (one from memory; one per fetch from the log)."""
+    ) -> tuple[int, list[int] | None, str, AsyncGenerator[Stretch, None]]:
+        """Where the catch-up starts (``after``, or later when the snapshot shows the conversation
+        has nothing before), the offsets expected in ``(after, splice]``, the path, and the
+        conversation's events there as stretches (one from memory; one per fetch from the log)."""
         if after > splice:
             _, end = await self._catchup_pool.bounds(partition)
             if after >= end:
                 raise Resync("unknown_position", f"offset {after} is beyond the end of the log ({end})")
-            return None, "memory", _once([], splice)  # the client is ahead of this gateway's reader
+            return after, None, "memory", _once([], splice)  # the client is ahead of this gateway's reader
         memory = self.hub.from_memory(cid, partition, after, splice)
         if memory is not None:
-            return None, "memory", from_window(memory, splice)
+            return after, None, "memory", from_window(memory, splice)
         expected = self.hub.offsets(cid, partition, after, splice)
-        return expected, "seek", self._read(cid, partition, after, splice, expected)
+        if expected is None:
+            # Nothing here says where the conversation's events are (``beginning``, or a cursor
+            # from before the index): rather than scan the partition, ask the snapshot. A
+            # conversation it does not know has no event up to its cursor.
+            snap = await self.snapshot(cid)
+            if not snap.exists and snap.cursor.last_offset > after:
+                return await self._catch_up(cid, partition, snap.cursor.last_offset, splice)
+        return after, expected, "seek", self._read(cid, partition, after, splice, expected)
 
     async def _read(
         self, cid: str, partition: int, after: int, splice: int, expected: list[int] | None
