@@ -153,8 +153,8 @@ class HostCheck:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
-            host = next((v for k, v in scope.get("headers", ()) if k == b"host"), b"")
-            if host.decode("latin-1").lower() not in self.hosts:
+            hosts = [v.decode("latin-1").lower() for k, v in scope.get("headers", ()) if k == b"host"]
+            if len(hosts) != 1 or hosts[0] not in self.hosts:  # none, two, or not ours
                 denied = error_response(HostNotAllowed("this Host is not served here"))
                 if scope["type"] == "http":
                     await denied(scope, receive, send)

@@ -394,8 +394,11 @@ class Gateway:
                 first = await anext(chunks)
                 head = merger.feed(first.entries, first.through)
                 if not first.last:  # a long catch-up: pass on what is read as it is read
-                    conn.stream(head, greeting(path) if greeting is not None else None)
-                    conn.follow_up = asyncio.create_task(self._follow_up(conn, merger, chunks, path, started))
+                    cap = conn.cap
+                    conn.stream(head[:cap], greeting(path) if greeting is not None else None)
+                    conn.follow_up = asyncio.create_task(
+                        self._follow_up(conn, merger, chunks, path, started, rest=head[cap:])
+                    )
                     self.metrics.resumes.labels(path).inc()  # counted as it opens; timed when it ends
                     handed_on = True
                     return Opened(path, len(head))
@@ -422,21 +425,21 @@ class Gateway:
         chunks: AsyncGenerator[Stretch, None],
         path: str,
         started: float,
+        *,
+        rest: list[Entry],
     ) -> None:
-        """The rest of a long catch-up, after ``open`` returned: each stretch queued as it is read
-        (checked as far as it goes), then the buffered live events, then live. A gap found on the
-        way is answered with a resync, as in ``open``; an error ends the stream."""
+        """The rest of a long catch-up, after ``open`` returned: ``rest`` of the first stretch,
+        then each stretch queued as it is read (checked as far as it goes), then the buffered live
+        events, then live. A gap found on the way is answered with a resync, as in ``open``; an
+        error ends the stream."""
         try:
             try:
                 async with contextlib.aclosing(chunks):
+                    if not await self._pass_on(conn, rest):
+                        return
                     async for chunk in chunks:
-                        entries = merger.feed(chunk.entries, chunk.through)
-                        # Back-pressure: the client's queue stays within its cap (a client that
-                        # reads nothing is closed as slow, and this read ends).
-                        if not await conn.room(len(entries), self.settings.catchup_timeout_s):
+                        if not await self._pass_on(conn, merger.feed(chunk.entries, chunk.through)):
                             return
-                        conn.stream(entries)
-                        await asyncio.sleep(0)  # let the writer send what is queued
                 merged = merger.finish(conn.take_pending())
             except (Resync, Gap) as exc:
                 reason = exc.reason if isinstance(exc, Resync) else "gap"
@@ -452,6 +455,19 @@ class Gateway:
             return
         conn.go_live(merged)
         self.metrics.resume_seconds.labels(path).observe(time.perf_counter() - started)
+
+    async def _pass_on(self, conn: Connection, entries: list[Entry]) -> bool:
+        """Back-pressure: ``entries`` queued at most ``cap`` at a time, each piece once it fits
+        (the writer took enough). A client that reads nothing is closed as slow within the
+        catch-up's time, and the read ends (False)."""
+        cap = conn.cap
+        for start in range(0, len(entries), cap):
+            piece = entries[start : start + cap]
+            if not await conn.room(len(piece), self.settings.catchup_timeout_s):
+                return False
+            conn.stream(piece)
+            await asyncio.sleep(0)  # let the writer send what is queued
+        return True
 
     @property
     def _catchup_pool(self) -> CatchUp:
