@@ -226,12 +226,10 @@ class GatewaySettings:
 
     @property
     def hosts(self) -> frozenset[str]:
-        """The Host headers accepted (lowercase): loopback names with the gateway's port (and
-        bare, on port 80), and the allowlist."""
+        """The Host headers accepted (lowercase): loopback names, bare or with the gateway's port
+        (a page elsewhere cannot make a browser send either), and the allowlist."""
         names = ("127.0.0.1", "localhost", "[::1]")
-        own = {f"{name}:{self.port}" for name in names}
-        if self.port == 80:
-            own |= set(names)
+        own = {f"{name}:{self.port}" for name in names} | set(names)
         return frozenset(own | {h.lower() for h in self.allowed_hosts})
 
     @property
