@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from gateway.errors import InvalidRequest
+
 HEADERS = {
     "x-vercel-ai-ui-message-stream": "v1",
     "Cache-Control": "no-cache",
@@ -33,15 +35,20 @@ def part(chunk: dict[str, Any]) -> bytes:
 
 
 def last_user_prompt(messages: Any) -> tuple[str, str] | None:
-    """(message id, text) of the last user message of a ``useChat`` request, or None."""
+    """(message id, text) of the last user message of a ``useChat`` request, or None.
+    ``InvalidRequest`` when its parts are not a list of objects or a text part's text is not a
+    string (a 400, never a crash)."""
     if not isinstance(messages, list):
         return None
     for message in reversed(messages):
         if isinstance(message, dict) and message.get("role") == "user":
             parts = message.get("parts") or []
-            text = "".join(
-                p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text"
-            )
+            if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+                raise InvalidRequest("a message's parts are a list of objects")
+            texts = [p.get("text", "") for p in parts if p.get("type") == "text"]
+            if not all(isinstance(t, str) for t in texts):
+                raise InvalidRequest("a text part's text is a string")
+            text = "".join(texts)
             message_id = message.get("id")
             if isinstance(message_id, str) and text:
                 return message_id, text

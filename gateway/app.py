@@ -34,6 +34,7 @@ from gateway.connection import Connection, Control, Item
 from gateway.entry import Entry
 from gateway.errors import (
     GatewayError,
+    HostNotAllowed,
     Internal,
     InvalidCursor,
     InvalidFrame,
@@ -42,10 +43,11 @@ from gateway.errors import (
     NotFound,
     OriginNotAllowed,
     PayloadTooLarge,
-    RateLimited,
+    RequestTimeout,
     Unauthorized,
     UnknownConversation,
 )
+from gateway.limits import acting_user
 from gateway.models import (
     ERROR_RESPONSES,
     ID_PATTERN,
@@ -73,39 +75,132 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 def error_response(exc: GatewayError) -> JSONResponse:
     headers = {}
-    if isinstance(exc, RateLimited) and "retry_after_s" in exc.details:
+    if "retry_after_s" in exc.details:
         headers["Retry-After"] = str(max(1, round(float(exc.details["retry_after_s"]))))
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 
 class BodyLimit:
-    """Pure ASGI middleware: request bodies over ``limit`` bytes get 413 (streams are untouched)."""
+    """Pure ASGI middleware: a request with a body (``Content-Length`` or ``Transfer-Encoding``)
+    has it read here first, before any route (and before authentication): over ``limit`` bytes
+    it gets 413, not complete within ``timeout_s`` of its headers 408 (a slow body). The route
+    then reads the body from memory. Requests without one (streams among them) pass untouched."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, timeout_s: float) -> None:
         self.app = app
         self.limit = limit
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = PayloadTooLarge(f"request body over {self.limit} bytes")
+        has_body = False
         for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await error_response(too_large)(scope, receive, send)
-                return
+            if name == b"content-length":
+                if value.isdigit() and int(value) > self.limit:
+                    await error_response(self._too_large())(scope, receive, send)
+                    return
+                has_body = value != b"0"
+            elif name == b"transfer-encoding":
+                has_body = True
+        if not has_body:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
         seen = 0
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return  # the client went away
+                    body = message.get("body", b"")
+                    seen += len(body)
+                    if seen > self.limit:
+                        await error_response(self._too_large())(scope, receive, send)
+                        return
+                    chunks.append(body)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            timeout = RequestTimeout(f"the request body did not arrive within {self.timeout_s:g} s")
+            await error_response(timeout)(scope, receive, send)
+            return
+        replayed = False
 
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise too_large
-            return message
+        async def buffered() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
 
-        await self.app(scope, limited, send)
+        await self.app(scope, buffered, send)
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request body over {self.limit} bytes")
+
+
+class HostCheck:
+    """Pure ASGI middleware: a request or WebSocket whose ``Host`` is not in ``hosts`` gets 400
+    ``host_not_allowed`` (development mode: a page on another origin that resolves to this
+    machine, DNS rebinding, cannot reach the token issuer or the API)."""
+
+    def __init__(self, app: ASGIApp, hosts: frozenset[str]) -> None:
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            hosts = [v.decode("latin-1").lower() for k, v in scope.get("headers", ()) if k == b"host"]
+            if len(hosts) != 1 or hosts[0] not in self.hosts:  # none, two, or not ours
+                denied = error_response(HostNotAllowed("this Host is not served here"))
+                if scope["type"] == "http":
+                    await denied(scope, receive, send)
+                else:
+                    await WebSocket(scope, receive, send).send_denial_response(denied)
+                return
+        await self.app(scope, receive, send)
+
+
+CSP = (
+    "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
+)
+"""The browser app's Content-Security-Policy: its own scripts and styles only, no framing."""
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+)
+DOCS = ("/docs", "/redoc")
+"""FastAPI's documentation pages load their scripts from a CDN: they get ``frame-ancestors``
+alone."""
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware: every HTTP response carries the CSP, ``nosniff``, a referrer policy
+    and ``X-Frame-Options: DENY``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = str(scope.get("path", ""))
+        csp = b"frame-ancestors 'none'" if path.startswith(DOCS) else CSP.encode()
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                headers += [(b"content-security-policy", csp), *SECURITY_HEADERS]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 Auth = Annotated[str | None, Header(description="Bearer <token>")]
@@ -157,7 +252,10 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
     )
     app.state.gateway = gw
     app.state.tokens = tokens
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
+    if settings.checks_host:
+        app.add_middleware(HostCheck, hosts=settings.hosts)
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(GatewayError)
     async def gateway_error(_: Request, exc: GatewayError) -> Response:
@@ -189,7 +287,9 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
         return error_response(Internal(f"internal error ({type(exc).__name__})"))
 
     def identify(authorization: str | None, access_token: str | None) -> Identity:
-        return tokens.verify(bearer(authorization, access_token))
+        identity = tokens.verify(bearer(authorization, access_token))
+        acting_user.set(identity.user_id)  # the log reads this request starts count for the user
+        return identity
 
     # ------------------------------------------------------------------ commands
 
@@ -321,29 +421,49 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
     async def ws_session(ws: WebSocket, conn: Connection, identity: Identity) -> None:
         writer: asyncio.Task[tuple[int, str] | None] | None = None
         close_code, reason = 1000, ""
+        # The subscribe deadline runs from the upgrade: frames before it (pings) do not extend it.
+        subscribe_by = asyncio.get_running_loop().time() + settings.ws_subscribe_timeout_s
+        invalid = 0
         try:
             while True:
                 try:
-                    async with asyncio.timeout(None if writer else 30.0):  # no extra task per socket
+                    async with asyncio.timeout_at(None if writer else subscribe_by):  # no extra task
                         message = await ws.receive()
                 except TimeoutError:
-                    raise InvalidFrame("no subscribe frame within 30 s") from None
+                    raise InvalidFrame(
+                        f"no subscribe frame within {settings.ws_subscribe_timeout_s:g} s"
+                    ) from None
                 if message["type"] == "websocket.disconnect":
                     return
                 data = message.get("text")
                 if data is None:
                     data = message.get("bytes") or b""
                 kind = None
+                flooded = False
                 try:
-                    frame = parse_client_frame(data, max_bytes=settings.max_ws_frame_bytes)
-                    kind = frame["type"]
+                    try:
+                        frame = parse_client_frame(data, max_bytes=settings.max_ws_frame_bytes)
+                        kind = frame["type"]
+                    finally:
+                        if kind != "subscribe":  # every frame but a stream's one subscribe counts
+                            flooded = True
+                            gw.frames.take(identity.user_id)
+                            flooded = False
                     reply = await ws_handle(conn, identity, frame, writer is not None)
                 except GatewayError as exc:
                     await ws_send(ws, control_json("error", ref=_ref(data), **exc.body()["error"]))
-                    # A failed subscribe ends the socket (there is no stream); so do auth failures.
-                    # A bad prompt, cancel or ping frame is answered and the socket stays open.
-                    if kind == "subscribe" or exc.code in ("unauthorized", "forbidden", "payload_too_large"):
+                    if exc.code in BAD_FRAME:
+                        invalid += 1
+                    # A failed subscribe ends the socket (there is no stream); so do auth failures,
+                    # a flood of frames and too many bad ones. A bad prompt, cancel or ping frame
+                    # is answered and the socket stays open.
+                    if kind == "subscribe" or flooded or exc.code in ENDS_SOCKET:
                         close_code, reason = exc.close_code, exc.code
+                        return
+                    if invalid >= settings.ws_max_invalid_frames:
+                        too_many = InvalidFrame(f"{invalid} invalid frames; closing")
+                        await ws_send(ws, control_json("error", **too_many.body()["error"]))
+                        close_code, reason = too_many.close_code, too_many.code
                         return
                     continue
                 if reply == "subscribe":
@@ -368,6 +488,9 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
             if ws.application_state is WebSocketState.CONNECTED:
                 with contextlib.suppress(Exception):
                     await ws.close(close_code, reason)
+
+    BAD_FRAME = frozenset({"invalid_frame", "invalid_request", "invalid_cursor"})
+    ENDS_SOCKET = frozenset({"unauthorized", "forbidden", "payload_too_large"})
 
     def _ref(data: str | bytes) -> str | None:
         try:
@@ -439,11 +562,15 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
 
     # ------------------------------------------------------------------ Vercel AI SDK
 
-    async def ai_stream(conn: Connection, response_id: str) -> AsyncIterator[bytes]:
+    async def ai_stream(conn: Connection, identity: Identity, response_id: str) -> AsyncIterator[bytes]:
         answer = AnswerStream(response_id)
         try:
             while not answer.done():
-                items = await conn.take(settings.heartbeat_s)
+                if time.time() >= identity.expires_at:  # as SSE: the stream ends at the token's expiry
+                    conn.close(Unauthorized("token expired", reason="expired"))
+                items = await conn.take(
+                    min(settings.heartbeat_s, max(0.05, identity.expires_at - time.time()))
+                )
                 if items is None:
                     if conn.error is not None:  # the client resumes with GET /api/chat/{id}/stream
                         yield aisdk_part({"type": "error", "errorText": conn.error.message})
@@ -509,7 +636,9 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
             raise
         assert accepted.response_id is not None
         return StreamingResponse(
-            ai_stream(conn, accepted.response_id), media_type="text/event-stream", headers=AISDK_HEADERS
+            ai_stream(conn, identity, accepted.response_id),
+            media_type="text/event-stream",
+            headers=AISDK_HEADERS,
         )
 
     @app.get("/api/chat/{cid}/stream", response_class=StreamingResponse)
@@ -536,7 +665,7 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
             gw.disconnect(conn)
             return Response(status_code=204)
         return StreamingResponse(
-            ai_stream(conn, writing), media_type="text/event-stream", headers=AISDK_HEADERS
+            ai_stream(conn, identity, writing), media_type="text/event-stream", headers=AISDK_HEADERS
         )
 
     # ------------------------------------------------------------------ development tokens

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from bisect import bisect_right
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -20,8 +21,11 @@ from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 from aiokafka.structs import TopicPartition
 
 from gateway.errors import GatewayError, Unavailable
+from gateway.limits import ReadBudget, acting_user
 from infra.kafka_client import PLAINTEXT, KafkaSecurity
 from schemas.registry import TOKENS_TOPIC
+
+log = logging.getLogger(__name__)
 
 JUMP = 512
 """Seek straight to the next wanted offset when it is further ahead than this many records, until
@@ -62,6 +66,10 @@ class Chunk:
 
 
 class CatchUp:
+    """The pool. Each read holds a consumer; taking one counts against the acting user's budget
+    (``limits.ReadBudget``: one user cannot hold the pool) and waits at most ``acquire_timeout_s``
+    for a free one (then ``unavailable``, never a wait without end)."""
+
     def __init__(
         self,
         bootstrap: str,
@@ -70,11 +78,15 @@ class CatchUp:
         timeout_s: float,
         partitions: Sequence[int],
         security: KafkaSecurity = PLAINTEXT,
+        acquire_timeout_s: float = 2.0,
+        budget: ReadBudget | None = None,
     ) -> None:
         self._bootstrap = bootstrap
         self._security = security
         self._size = size
         self._timeout_s = timeout_s
+        self._acquire_timeout_s = acquire_timeout_s
+        self._budget = budget or ReadBudget(per_user=size)
         self._tps = [TopicPartition(TOKENS_TOPIC, p) for p in partitions]
         self._free: asyncio.Queue[AIOKafkaConsumer] = asyncio.Queue()
         self._created = 0
@@ -111,7 +123,15 @@ class CatchUp:
 
     @contextlib.asynccontextmanager
     async def _consumer(self) -> AsyncIterator[AIOKafkaConsumer]:
-        consumer: AIOKafkaConsumer | None = None
+        with self._budget.hold(acting_user.get()):
+            consumer = await self._take()
+            try:
+                yield consumer
+            finally:
+                consumer.pause(*self._tps)
+                self._free.put_nowait(consumer)
+
+    async def _take(self) -> AIOKafkaConsumer:
         async with self._lock:
             if self._free.empty() and self._created < self._size:
                 self._created += 1
@@ -119,15 +139,17 @@ class CatchUp:
                     consumer = await self._new_consumer()
                 except (KafkaError, OSError, TimeoutError) as exc:
                     self._created -= 1
-                    raise Unavailable(f"no catch-up consumer: {exc!r}") from exc
+                    log.warning("no catch-up consumer: %r", exc)
+                    raise Unavailable("the log cannot be read right now; retry") from exc
                 self._all.append(consumer)
-        if consumer is None:
-            consumer = await self._free.get()
+                return consumer
         try:
-            yield consumer
-        finally:
-            consumer.pause(*self._tps)
-            self._free.put_nowait(consumer)
+            async with asyncio.timeout(self._acquire_timeout_s):
+                return await self._free.get()
+        except TimeoutError:
+            raise Unavailable(
+                f"every catch-up reader is busy (none free within {self._acquire_timeout_s:g} s); retry"
+            ) from None
 
     async def bounds(self, partition: int) -> tuple[int, int]:
         """(log start offset, end offset) of the partition."""
@@ -137,7 +159,8 @@ class CatchUp:
                 start = await asyncio.wait_for(consumer.beginning_offsets([tp]), self._timeout_s)
                 end = await asyncio.wait_for(consumer.end_offsets([tp]), self._timeout_s)
             except (KafkaError, TimeoutError) as exc:
-                raise Unavailable(f"offsets of partition {partition}: {exc!r}") from exc
+                log.warning("offsets of partition %d: %r", partition, exc)
+                raise Unavailable(f"the offsets of partition {partition} are not available; retry") from exc
         return int(start[tp]), int(end[tp])
 
     async def read(
@@ -187,7 +210,8 @@ class CatchUp:
                 except OffsetOutOfRangeError as exc:
                     raise BeyondRetention(f"offset {first} of partition {partition} is gone") from exc
                 except KafkaError as exc:
-                    raise Unavailable(f"catch-up of partition {partition}: {exc!r}") from exc
+                    log.warning("catch-up of partition %d: %r", partition, exc)
+                    raise Unavailable(f"the catch-up of partition {partition} failed; retry") from exc
                 records = batch.get(tp, ())
                 if not records:
                     continue

@@ -11,8 +11,10 @@ The hub hands every live event to ``deliver`` (never blocking): while catching u
 by ``cap``: a client that falls that far behind is closed with ``slow_client`` and resumes from its
 cursor, so memory stays bounded and the hub never waits for anyone. The writer takes frames in
 small batches, so one blocked on a socket that stopped draining holds at most a batch; it sends
-the close once the socket moves again (or the server's ping timeout drops it). Illegal
-transitions raise.
+the close once the socket moves again (or the server's ping timeout drops it). A long catch-up
+passed on as it is read stays within ``cap`` too: before each stretch its reader waits for the
+writer to make room (``room``), and a client that does not read within the catch-up's time is
+closed with ``slow_client``. Illegal transitions raise.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from gateway.entry import Entry
-from gateway.errors import GatewayError, SlowClient
+from gateway.errors import GatewayError, SlowClient, Unauthorized
 
 
 class State(StrEnum):
@@ -58,6 +60,7 @@ class Connection:
     __slots__ = (
         "_pending",
         "_queue",
+        "_room",
         "_waiter",
         "cap",
         "conversation_id",
@@ -85,6 +88,8 @@ class Connection:
         self._queue: deque[Item] = deque()
         self._waiter: asyncio.Future[None] | None = None
         """The writer waiting for frames (a bare future: an ``asyncio.Event`` per stream costs more)."""
+        self._room: asyncio.Future[None] | None = None
+        """A catch-up waiting for the writer to take frames (``room``)."""
         self.on_close: Callable[[Connection], None] | None = None
         """Called once when the connection closes (metrics)."""
         self.follow_up: asyncio.Task[None] | None = None
@@ -94,6 +99,11 @@ class Connection:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _made_room(self) -> None:
+        room = self._room
+        if room is not None and not room.done():
+            room.set_result(None)
 
     def _move(self, to: State) -> None:
         if to not in _NEXT[self.state]:
@@ -125,9 +135,30 @@ class Connection:
             self._queue.append(item)
             self._wake()
 
+    def fits(self, count: int) -> bool:
+        """``count`` more frames stay within ``cap`` (or nothing is queued)."""
+        return not self._queue or len(self._queue) + count <= self.cap
+
+    async def room(self, count: int, timeout_s: float) -> bool:
+        """Back-pressure for a long catch-up: wait until ``count`` more frames fit (``fits``). A
+        client that has not read enough within ``timeout_s`` is closed with ``slow_client``;
+        False once closed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.state is State.CATCHING_UP and not self.fits(count):
+            self._room = loop.create_future()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._room
+            except TimeoutError:
+                self.close(SlowClient(f"more than {self.cap} frames behind during a catch-up; resume"))
+            finally:
+                self._room = None
+        return self.state is State.CATCHING_UP
+
     def stream(self, entries: list[Entry], first: Control | None = None) -> None:
         """Caught-up events queued while the catch-up goes on (a long one is passed on as it is
-        read); ``first`` goes ahead of them."""
+        read, each stretch after the first once it ``fits``); ``first`` goes ahead of them."""
         if self.state is not State.CATCHING_UP:
             return
         if first is not None:
@@ -159,9 +190,11 @@ class Connection:
         task = self.follow_up
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
-        if isinstance(error, SlowClient):
-            self._queue.clear()  # the client resumes from the last frame it received
+        if isinstance(error, (SlowClient, Unauthorized)):
+            self._queue.clear()  # the client resumes from the last frame it received (an expired
+            # token gets nothing more)
         self._wake()
+        self._made_room()
         if self.on_close is not None:
             self.on_close(self)
 
@@ -200,5 +233,8 @@ class Connection:
         if len(queue) <= batch:
             items = list(queue)
             queue.clear()
-            return items
-        return [queue.popleft() for _ in range(batch)]
+        else:
+            items = [queue.popleft() for _ in range(batch)]
+        if self._room is not None:
+            self._made_room()
+        return items

@@ -117,6 +117,26 @@ class TooManyConnections(GatewayError):
     retriable = True
 
 
+class TooManyReads(GatewayError):
+    """A user already has as many catch-up or snapshot reads of the log running as allowed."""
+
+    code = "too_many_reads"
+    retriable = True
+
+
+class RequestTimeout(GatewayError):
+    """The request's headers or body did not arrive in time."""
+
+    code = "request_timeout"
+    retriable = True
+
+
+class HostNotAllowed(GatewayError):
+    """A Host header that is not loopback or on the allowlist (DNS rebinding)."""
+
+    code = "host_not_allowed"
+
+
 class Unavailable(GatewayError):
     """Kafka (or a resume read) did not answer in time."""
 
@@ -165,8 +185,11 @@ _TABLE = (
     Rule("method_not_allowed", 405, 4405, Action.STOP, "the route does not take this method"),
     Rule("prompt_id_reused", 409, 4409, Action.STOP, "the prompt_id was already used with other text"),
     Rule("payload_too_large", 413, 1009, Action.STOP, "body or frame over the size limit"),
-    Rule("rate_limited", 429, 4429, Action.RETRY, "too many prompts; see Retry-After"),
-    Rule("too_many_connections", 429, 4429, Action.RETRY, "this user holds too many streams"),
+    Rule("host_not_allowed", 400, 4400, Action.STOP, "a Host header not loopback or on the allowlist"),
+    Rule("request_timeout", 408, 4408, Action.RETRY, "the request's headers or body came too slowly"),
+    Rule("rate_limited", 429, 4429, Action.RETRY, "too many prompts, cancels or frames; see Retry-After"),
+    Rule("too_many_connections", 429, 4429, Action.RETRY, "this user or address holds too many streams"),
+    Rule("too_many_reads", 429, 4429, Action.RETRY, "this user has too many log reads running"),
     Rule("wrong_shard", 421, 4421, Action.RETRY, "this gateway does not read the conversation's partition"),
     Rule("internal", 500, 1011, Action.RESUME, "a bug; the process keeps serving"),
     Rule("unavailable", 503, 1013, Action.RESUME, "Kafka did not answer in time; retry with backoff"),

@@ -7,22 +7,43 @@ from __future__ import annotations
 import logging
 import re
 import socket
+from urllib.parse import unquote
 
 import uvicorn
 
 from gateway.app import create_app
+from gateway.guard import protocols
 from gateway.service import Gateway
 from gateway.settings import GatewaySettings
 
 _SECRETS = re.compile(r"(access_token=)[^&\s\"']+|(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+")
+"""A JWT anywhere (every token is one), whatever the name it came under."""
+
+
+def redact(message: str) -> str:
+    """``message`` without bearer tokens. Matched on the decoded text: Starlette decodes a query
+    before it reads ``access_token``, so ``access%5Ftoken=`` or ``%61ccess_token=`` carry a token
+    as well (and the line is then logged decoded)."""
+    decoded = message
+    for _ in range(3):  # encoded once, twice, three times
+        once = unquote(decoded)
+        if once == decoded:
+            break
+        decoded = once
+    if decoded != message and (_SECRETS.search(decoded) or _JWT.search(decoded)):
+        message = decoded
+    message = _SECRETS.sub(lambda m: (m.group(1) or m.group(2)) + "[redacted]", message)
+    return _JWT.sub("[redacted]", message)
 
 
 class RedactTokens(logging.Filter):
-    """Replaces bearer tokens (query ``access_token`` or ``Authorization``) in any log record."""
+    """Replaces bearer tokens (query ``access_token`` however encoded, ``Authorization``, any JWT)
+    in any log record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = _SECRETS.sub(lambda m: (m.group(1) or m.group(2)) + "[redacted]", message)
+        redacted = redact(message)
         if redacted != message:
             record.msg, record.args = redacted, None
         return True
@@ -30,11 +51,12 @@ class RedactTokens(logging.Filter):
 
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    redact = RedactTokens()
+    redactor = RedactTokens()
     for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access", "gateway", "aiokafka"):
-        logging.getLogger(name).addFilter(redact)
+        logging.getLogger(name).addFilter(redactor)
     for handler in logging.getLogger().handlers:
-        handler.addFilter(redact)
+        handler.addFilter(redactor)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every snapshot URL (ids) at INFO
 
 
 class GatewayServer(uvicorn.Server):
@@ -64,11 +86,13 @@ def listen(settings: GatewaySettings) -> socket.socket:
 def build(settings: GatewaySettings) -> GatewayServer:
     gateway = Gateway(settings)
     app = create_app(settings, gateway)
+    http, ws = protocols(settings)  # header timeout and per-address cap (guard.py)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
+        http=http,
+        ws=ws,
         ws_per_message_deflate=False,
         ws_max_size=settings.max_ws_frame_bytes,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),

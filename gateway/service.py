@@ -51,7 +51,7 @@ from gateway.errors import (
 )
 from gateway.fold import CannotFold, fold
 from gateway.hub import Hub, HubLimits
-from gateway.limits import ConnectionCounter, RateLimiter
+from gateway.limits import ConnectionCounter, PromptLimits, RateLimiter, ReadBudget
 from gateway.merge import Gap, Merger
 from gateway.metrics import GatewayMetrics
 from gateway.models import Accepted, CancelBody, PromptBody
@@ -149,6 +149,11 @@ class Gateway:
             self.owners,
         )
         self.limiter = RateLimiter(settings.prompt_rate_per_min, settings.prompt_burst)
+        self.cancels = RateLimiter(settings.cancel_rate_per_min, settings.cancel_burst, "cancels")
+        self.frames = RateLimiter(settings.ws_frame_rate_per_min, settings.ws_frame_burst, "WebSocket frames")
+        """Per user, the WebSocket frames other than ``subscribe`` (the app takes one a frame)."""
+        self.reads = ReadBudget(settings.reads_per_user)
+        self.prompt_limits = PromptLimits(frozenset(settings.models), settings.max_output_tokens)
         self.counter = ConnectionCounter(settings.max_connections_per_user)
         self.connections: set[Connection] = set()
         self.epoch = ""
@@ -183,6 +188,8 @@ class Gateway:
             timeout_s=s.catchup_timeout_s,
             partitions=served,
             security=s.kafka_security,
+            acquire_timeout_s=s.catchup_acquire_timeout_s,
+            budget=self.reads,
         )
         await self._catchup.warm()
         self._snapshots = Snapshots(
@@ -323,8 +330,8 @@ class Gateway:
     async def _tail(self, cid: str, partition: int, after: int, upto: int) -> list[Entry]:
         """The conversation's events in ``(after, upto]``, gap-checked (``after < upto``, and
         ``upto`` at most the hub's position)."""
-        expected, _, chunks = await self._catch_up(cid, partition, after, upto)
-        merger = Merger(after, upto, expected)
+        start, expected, _, chunks = await self._catch_up(cid, partition, after, upto, ask_snapshot=False)
+        merger = Merger(start, upto, expected)
         found: list[Entry] = []
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
@@ -352,6 +359,7 @@ class Gateway:
 
     async def submit_prompt(self, conversation_id: str, identity: Identity, body: PromptBody) -> Accepted:
         self.partition_of(conversation_id)
+        self.prompt_limits.check(body)
         await self.authorize(conversation_id, identity)
         self.limiter.take(identity.user_id)
         try:
@@ -370,6 +378,11 @@ class Gateway:
             raise UnknownConversation("no such conversation")
         if owner != identity.user_id:
             raise Forbidden("this conversation belongs to another user")
+        try:
+            self.cancels.take(identity.user_id)
+        except GatewayError as exc:
+            self.metrics.commands.labels("cancel", exc.code).inc()
+            raise
         accepted = await self.commands.cancel(conversation_id, identity.user_id, body)
         self.metrics.commands.labels("cancel", "accepted").inc()
         return accepted
@@ -432,7 +445,7 @@ class Gateway:
                     after = check(position, epoch=self.epoch, partition=partition).last_offset
                 except CursorError as exc:
                     raise Resync(exc.reason, str(exc)) from exc
-            expected, read_path, chunks = await self._catch_up(cid, partition, after, splice)
+            after, expected, read_path, chunks = await self._catch_up(cid, partition, after, splice)
             if position is not None:
                 path = read_path
             merger = Merger(after, splice, expected)
@@ -441,8 +454,11 @@ class Gateway:
                 first = await anext(chunks)
                 head = merger.feed(first.entries, first.through)
                 if not first.last:  # a long catch-up: pass on what is read as it is read
-                    conn.stream(head, greeting(path) if greeting is not None else None)
-                    conn.follow_up = asyncio.create_task(self._follow_up(conn, merger, chunks, path, started))
+                    cap = conn.cap
+                    conn.stream(head[:cap], greeting(path) if greeting is not None else None)
+                    conn.follow_up = asyncio.create_task(
+                        self._follow_up(conn, merger, chunks, path, started, rest=head[cap:])
+                    )
                     self.metrics.resumes.labels(path).inc()  # counted as it opens; timed when it ends
                     handed_on = True
                     return Opened(path, len(head))
@@ -469,16 +485,21 @@ class Gateway:
         chunks: AsyncGenerator[Stretch, None],
         path: str,
         started: float,
+        *,
+        rest: list[Entry],
     ) -> None:
-        """The rest of a long catch-up, after ``open`` returned: each stretch queued as it is read
-        (checked as far as it goes), then the buffered live events, then live. A gap found on the
-        way is answered with a resync, as in ``open``; an error ends the stream."""
+        """The rest of a long catch-up, after ``open`` returned: ``rest`` of the first stretch,
+        then each stretch queued as it is read (checked as far as it goes), then the buffered live
+        events, then live. A gap found on the way is answered with a resync, as in ``open``; an
+        error ends the stream."""
         try:
             try:
                 async with contextlib.aclosing(chunks):
+                    if not await self._pass_on(conn, rest):
+                        return
                     async for chunk in chunks:
-                        conn.stream(merger.feed(chunk.entries, chunk.through))
-                        await asyncio.sleep(0)  # let the writer send what is queued
+                        if not await self._pass_on(conn, merger.feed(chunk.entries, chunk.through)):
+                            return
                 merged = merger.finish(conn.take_pending())
             except (Resync, Gap) as exc:
                 reason = exc.reason if isinstance(exc, Resync) else "gap"
@@ -488,12 +509,25 @@ class Gateway:
         except GatewayError as exc:
             conn.close(exc)
             return
-        except Exception as exc:  # the stream ends with an error, the gateway keeps serving
+        except Exception:  # the stream ends with an error, the gateway keeps serving
             log.exception("catch-up of a %s stream failed", conn.transport)
-            conn.close(Unavailable(f"catch-up failed: {exc!r}; resume from your cursor"))
+            conn.close(Unavailable("the catch-up failed; resume from your cursor"))
             return
         conn.go_live(merged)
         self.metrics.resume_seconds.labels(path).observe(time.perf_counter() - started)
+
+    async def _pass_on(self, conn: Connection, entries: list[Entry]) -> bool:
+        """Back-pressure: ``entries`` queued at most ``cap`` at a time, each piece once it fits
+        (the writer took enough). A client that reads nothing is closed as slow within the
+        catch-up's time, and the read ends (False)."""
+        cap = conn.cap
+        for start in range(0, len(entries), cap):
+            piece = entries[start : start + cap]
+            if not await conn.room(len(piece), self.settings.catchup_timeout_s):
+                return False
+            conn.stream(piece)
+            await asyncio.sleep(0)  # let the writer send what is queued
+        return True
 
     @property
     def _catchup_pool(self) -> CatchUp:
@@ -521,7 +555,9 @@ class Gateway:
         )
         after = snap.cursor.last_offset
         try:
-            expected, _, chunks = await self._catch_up(conn.conversation_id, conn.partition, after, splice)
+            after, expected, _, chunks = await self._catch_up(
+                conn.conversation_id, conn.partition, after, splice
+            )
             merger = Merger(after, splice, expected)
             merged: list[Entry] = []
             async with contextlib.aclosing(chunks):
@@ -532,20 +568,29 @@ class Gateway:
             raise Unavailable(f"cannot resume from a fresh snapshot either ({exc}); retry") from exc
 
     async def _catch_up(
-        self, cid: str, partition: int, after: int, splice: int
-    ) -> tuple[list[int] | None, str, AsyncGenerator[Stretch, None]]:
-        """The offsets expected in ``(after, splice]``, the path, and the conversation's events
-        there as stretches (one from memory; one per fetch from the log)."""
+        self, cid: str, partition: int, after: int, splice: int, *, ask_snapshot: bool = True
+    ) -> tuple[int, list[int] | None, str, AsyncGenerator[Stretch, None]]:
+        """Where the catch-up starts (``after``, or later when the snapshot shows the conversation
+        has nothing before), the offsets expected in ``(after, splice]``, the path, and the
+        conversation's events there as stretches (one from memory; one per fetch from the log).
+        ``ask_snapshot`` False: the caller is building the snapshot (its tail), so it is not asked."""
         if after > splice:
             _, end = await self._catchup_pool.bounds(partition)
             if after >= end:
                 raise Resync("unknown_position", f"offset {after} is beyond the end of the log ({end})")
-            return None, "memory", _once([], splice)  # the client is ahead of this gateway's reader
+            return after, None, "memory", _once([], splice)  # the client is ahead of this gateway's reader
         memory = self.hub.from_memory(cid, partition, after, splice)
         if memory is not None:
-            return None, "memory", from_window(memory, splice)
+            return after, None, "memory", from_window(memory, splice)
         expected = self.hub.offsets(cid, partition, after, splice)
-        return expected, "seek", self._read(cid, partition, after, splice, expected)
+        if expected is None and ask_snapshot:
+            # Nothing here says where the conversation's events are (``beginning``, or a cursor
+            # from before the index): rather than scan the partition, ask the snapshot. A
+            # conversation it does not know has no event up to its cursor.
+            snap = await self.snapshot(cid)
+            if not snap.exists and snap.cursor.last_offset > after:
+                return await self._catch_up(cid, partition, snap.cursor.last_offset, splice)
+        return after, expected, "seek", self._read(cid, partition, after, splice, expected)
 
     async def _read(
         self, cid: str, partition: int, after: int, splice: int, expected: list[int] | None

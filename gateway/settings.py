@@ -16,6 +16,24 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK or host.startswith("127.")
+
+
+def _worker_models(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The models the deployment's worker answers with (its providers' settings)."""
+    from pipeline.settings import DemoSettings, OpenAISettings
+
+    demo, openai = DemoSettings(), OpenAISettings()
+    return (
+        env_str(env, "TOKENLOG_DEMO_MODEL", demo.model),
+        env_str(env, "TOKENLOG_OPENAI_MODEL", openai.model),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
     """Everything ``python -m gateway`` reads."""
@@ -83,6 +101,43 @@ class GatewaySettings:
     """Once started, move every object the process holds by then (the imported libraries, mostly)
     out of the collector's reach (``gc.freeze``): a full collection then walks only what serving
     created, not the whole heap, and pauses the streams for that much less."""
+    cancel_rate_per_min: float = 60.0
+    """Sustained cancels per user per minute (a token bucket of its own; HTTP and WebSocket)."""
+    cancel_burst: int = 20
+    ws_frame_rate_per_min: float = 600.0
+    """Sustained WebSocket frames per user per minute other than ``subscribe`` (pings, prompts,
+    cancels, bad frames); a socket over it gets ``rate_limited`` and is closed."""
+    ws_frame_burst: int = 120
+    ws_max_invalid_frames: int = 10
+    """Invalid frames a WebSocket may send; the next one closes it (4400)."""
+    ws_subscribe_timeout_s: float = 30.0
+    """A WebSocket that has not subscribed this long after the upgrade is closed (pings do not
+    extend it)."""
+    reads_per_user: int = 4
+    """Catch-up and snapshot reads of the log (a catch-up consumer held) one user may have running
+    at once; more get 429 ``too_many_reads``."""
+    catchup_acquire_timeout_s: float = 2.0
+    """How long a read waits for a free catch-up consumer before it gets 503 ``unavailable``."""
+    header_timeout_s: float = 10.0
+    """A connection that has not sent a request's complete headers this long after it opened (or
+    after the request began) is closed (slowloris)."""
+    body_timeout_s: float = 10.0
+    """A request body not complete this long after its headers is answered 408."""
+    connections_per_ip: int = 256
+    """Open TCP connections per client address (0: no cap); the next gets 429 and is closed."""
+    connection_cap_exempt: tuple[str, ...] = ("127.0.0.1", "::1")
+    """Client addresses the per-address cap does not apply to: a reverse proxy on this host
+    carries every client on one address (and the bench's clients run here)."""
+    models: tuple[str, ...] = field(default_factory=lambda: _worker_models({}))
+    """Models a prompt may name (an empty ``model`` means the worker's default); from_env's
+    default: the worker's models (``TOKENLOG_DEMO_MODEL``, ``TOKENLOG_OPENAI_MODEL``)."""
+    max_output_tokens: int = 4096
+    """The largest ``parameters.max_tokens`` a prompt may ask for."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host headers accepted besides loopback (``127.0.0.1``, ``localhost``, ``[::1]`` with the
+    gateway's port); checked in development mode, and always once set (DNS rebinding)."""
+    dev_mode_allow_remote: bool = False
+    """Development mode on a non-loopback address: refused at start-up unless this is set."""
     send_buffer_bytes: int = 0
     """SO_SNDBUF of client connections (inherited from the listening socket); 0: the kernel's
     autotuning. A small value bounds kernel memory per slow client, at some throughput cost."""
@@ -131,6 +186,34 @@ class GatewaySettings:
             gc_freeze=env_bool(env, "TOKENLOG_GATEWAY_GC_FREEZE", d.gc_freeze),
             shutdown_grace_s=env_float(env, "TOKENLOG_GATEWAY_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
             send_buffer_bytes=env_int(env, "TOKENLOG_GATEWAY_SEND_BUFFER_BYTES", d.send_buffer_bytes),
+            cancel_rate_per_min=env_float(env, "TOKENLOG_GATEWAY_CANCEL_RATE_PER_MIN", d.cancel_rate_per_min),
+            cancel_burst=env_int(env, "TOKENLOG_GATEWAY_CANCEL_BURST", d.cancel_burst),
+            ws_frame_rate_per_min=env_float(
+                env, "TOKENLOG_GATEWAY_WS_FRAME_RATE_PER_MIN", d.ws_frame_rate_per_min
+            ),
+            ws_frame_burst=env_int(env, "TOKENLOG_GATEWAY_WS_FRAME_BURST", d.ws_frame_burst),
+            ws_max_invalid_frames=env_int(
+                env, "TOKENLOG_GATEWAY_WS_MAX_INVALID_FRAMES", d.ws_max_invalid_frames
+            ),
+            ws_subscribe_timeout_s=env_float(
+                env, "TOKENLOG_GATEWAY_WS_SUBSCRIBE_TIMEOUT_S", d.ws_subscribe_timeout_s
+            ),
+            reads_per_user=env_int(env, "TOKENLOG_GATEWAY_READS_PER_USER", d.reads_per_user),
+            catchup_acquire_timeout_s=env_float(
+                env, "TOKENLOG_GATEWAY_CATCHUP_ACQUIRE_TIMEOUT_S", d.catchup_acquire_timeout_s
+            ),
+            header_timeout_s=env_float(env, "TOKENLOG_GATEWAY_HEADER_TIMEOUT_S", d.header_timeout_s),
+            body_timeout_s=env_float(env, "TOKENLOG_GATEWAY_BODY_TIMEOUT_S", d.body_timeout_s),
+            connections_per_ip=env_int(env, "TOKENLOG_GATEWAY_CONNECTIONS_PER_IP", d.connections_per_ip),
+            connection_cap_exempt=_csv(
+                env_str(env, "TOKENLOG_GATEWAY_CONNECTION_CAP_EXEMPT", ",".join(d.connection_cap_exempt))
+            ),
+            models=_csv(env_str(env, "TOKENLOG_GATEWAY_MODELS", ",".join(_worker_models(env)))),
+            max_output_tokens=env_int(env, "TOKENLOG_GATEWAY_MAX_OUTPUT_TOKENS", d.max_output_tokens),
+            allowed_hosts=_csv(env_str(env, "TOKENLOG_GATEWAY_ALLOWED_HOSTS", "")),
+            dev_mode_allow_remote=env_bool(
+                env, "TOKENLOG_GATEWAY_DEV_MODE_ALLOW_REMOTE", d.dev_mode_allow_remote
+            ),
         )
 
     def check(self) -> None:
@@ -144,9 +227,32 @@ class GatewaySettings:
                 "TOKENLOG_SERVICE_TOKEN must be set to at least 32 bytes: the session-state "
                 "service's credential (make run makes one in .local/service-token)"
             )
-        for name in ("window_events", "queue_frames", "catchup_consumers", "max_body_bytes"):
+        for name in (
+            "window_events",
+            "queue_frames",
+            "catchup_consumers",
+            "max_body_bytes",
+            "reads_per_user",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.dev_mode and not is_loopback(self.host) and not self.dev_mode_allow_remote:
+            raise ValueError(
+                f"development mode issues a token to anyone who asks: it listens on loopback only, "
+                f"not {self.host!r} (set TOKENLOG_GATEWAY_DEV_MODE_ALLOW_REMOTE=true to override)"
+            )
+
+    @property
+    def hosts(self) -> frozenset[str]:
+        """The Host headers accepted (lowercase): loopback names, bare or with the gateway's port
+        (a page elsewhere cannot make a browser send either), and the allowlist."""
+        names = ("127.0.0.1", "localhost", "[::1]")
+        own = {f"{name}:{self.port}" for name in names} | set(names)
+        return frozenset(own | {h.lower() for h in self.allowed_hosts})
+
+    @property
+    def checks_host(self) -> bool:
+        return self.dev_mode or bool(self.allowed_hosts)
 
     @property
     def origins(self) -> frozenset[str]:
