@@ -4,6 +4,7 @@ back-pressure of a long catch-up, log redaction, settings checks, /api/chat's ty
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from urllib.parse import quote
 
 import pytest
@@ -108,12 +109,17 @@ def test_a_token_is_redacted_however_its_query_parameter_is_encoded(name: str) -
 
 
 def test_development_mode_refuses_a_non_loopback_bind_unless_overridden() -> None:
-    secret = "s" * 32
-    GatewaySettings(secret=secret, dev_mode=True, host="127.0.0.1").check()
-    GatewaySettings(secret=secret, dev_mode=False, host="0.0.0.0").check()  # noqa: S104
+    keys = GatewaySettings(secret="s" * 32, service_token="t" * 32)
+    replace(keys, dev_mode=True, host="127.0.0.1").check()
+    replace(keys, dev_mode=False, host="0.0.0.0").check()  # noqa: S104
     with pytest.raises(ValueError, match="DEV_MODE_ALLOW_REMOTE"):
-        GatewaySettings(secret=secret, dev_mode=True, host="0.0.0.0").check()  # noqa: S104
-    GatewaySettings(secret=secret, dev_mode=True, host="0.0.0.0", dev_mode_allow_remote=True).check()  # noqa: S104
+        replace(keys, dev_mode=True, host="0.0.0.0").check()  # noqa: S104
+    replace(keys, dev_mode=True, host="0.0.0.0", dev_mode_allow_remote=True).check()  # noqa: S104
+
+
+def test_the_gateway_refuses_to_start_without_the_session_apps_credential() -> None:
+    with pytest.raises(ValueError, match="TOKENLOG_SERVICE_TOKEN"):
+        GatewaySettings(secret="s" * 32, service_token="short").check()  # noqa: S106 - a test value
 
 
 def test_the_accepted_hosts_are_loopback_with_the_port_and_the_allowlist() -> None:
