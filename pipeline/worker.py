@@ -44,7 +44,7 @@ from pipeline.generation import AnswerJob, Generator
 from pipeline.ids import response_id
 from pipeline.metrics import WorkerMetrics
 from pipeline.offsets import OffsetTracker
-from pipeline.owners import Claimed, KafkaOwnerLog, OwnerEntry
+from pipeline.owners import Claimed, KafkaOwnerLog, OwnerEntry, OwnerLog
 from pipeline.owners import decode_entry as decode_owner
 from pipeline.providers.base import ModelProvider
 from pipeline.settings import WorkerSettings
@@ -119,7 +119,7 @@ class Worker:
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         self.sink = KafkaEventSink(self._producer)
-        self.owner_log = KafkaOwnerLog(self._producer)
+        self.owner_log: OwnerLog = KafkaOwnerLog(self._producer)
         self.generator = Generator(
             provider,
             self.sink,
