@@ -42,9 +42,7 @@ from gateway.errors import (
     NotFound,
     OriginNotAllowed,
     PayloadTooLarge,
-    RateLimited,
     Unauthorized,
-    UnknownConversation,
 )
 from gateway.models import (
     ERROR_RESPONSES,
@@ -73,7 +71,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 def error_response(exc: GatewayError) -> JSONResponse:
     headers = {}
-    if isinstance(exc, RateLimited) and "retry_after_s" in exc.details:
+    if exc.retriable and "retry_after_s" in exc.details:
         headers["Retry-After"] = str(max(1, round(float(exc.details["retry_after_s"]))))
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
@@ -221,12 +219,7 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
         """The conversation's snapshot (finished turns, the live answer so far, pending prompts)
         with the ``cursor`` it reflects."""
         identity = identify(authorization, access_token)
-        check_cid(cid)
-        await gw.authorize(cid, identity)
-        snap = await gw.snapshot(cid)
-        if not snap.exists:
-            raise UnknownConversation("no such conversation")
-        return snap.body
+        return (await gw.read(check_cid(cid), identity)).body
 
     # ------------------------------------------------------------------ SSE
 
