@@ -45,7 +45,6 @@ from gateway.errors import (
     PayloadTooLarge,
     RequestTimeout,
     Unauthorized,
-    UnknownConversation,
 )
 from gateway.limits import acting_user
 from gateway.models import (
@@ -321,12 +320,7 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
         """The conversation's snapshot (finished turns, the live answer so far, pending prompts)
         with the ``cursor`` it reflects."""
         identity = identify(authorization, access_token)
-        check_cid(cid)
-        await gw.authorize(cid, identity)
-        snap = await gw.snapshot(cid)
-        if not snap.exists:
-            raise UnknownConversation("no such conversation")
-        return snap.body
+        return (await gw.read(check_cid(cid), identity)).body
 
     # ------------------------------------------------------------------ SSE
 

@@ -131,7 +131,14 @@ def fold(
     # The snapshot's own turns go out as they came (only the new ones are written anew).
     kept = {t["response_id"]: t for t in body.get("turns") or ()}
     new = tuple(t for t in session.turns if t.response_id not in kept)
-    built = snapshot(replace(session, turns=new), live, epoch=epoch, partition=partition, applied_upto=last)
+    built = snapshot(
+        replace(session, turns=new),
+        live,
+        epoch=epoch,
+        partition=partition,
+        applied_upto=last,
+        prompts_applied=int(body.get("prompts_applied", -1)),
+    )
     built["turns"] = [kept[t.response_id] for t in session.turns if t.response_id in kept] + built["turns"]
     return Folded({**body, **built}, last, len(tail))
 

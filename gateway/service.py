@@ -339,16 +339,70 @@ class Gateway:
         return found + merger.finish(())
 
     async def owner_of(self, conversation_id: str) -> str | None:
-        """The conversation's owner, or None for a conversation nobody has written to yet."""
+        """The conversation's owner as the log names it (``ownership.py``: learned only from
+        authoritative sources), or None while none of them knows one (nobody has written to it
+        yet, or the session app has not applied the first prompt yet)."""
         owner = self.owners.get(conversation_id)
         if owner is None:
-            owner = (await self.snapshot(conversation_id)).owner or None
+            snap = await self.snapshot(conversation_id)
+            self._whose(snap)
+            owner = snap.owner or None
         return owner
+
+    def _whose(self, snap: Snapshot) -> None:
+        """A snapshot with content but no owner cannot say whose it is: refused, to everyone."""
+        if not snap.owner and snap.has_content:
+            raise Unavailable("the conversation's owner is not known yet; retry")
 
     async def authorize(self, conversation_id: str, identity: Identity) -> None:
         owner = await self.owner_of(conversation_id)
         if owner is not None and owner != identity.user_id:
             raise Forbidden("this conversation belongs to another user")
+
+    async def read(self, conversation_id: str, identity: Identity) -> Snapshot:
+        """``GET /v1/conversations/{cid}``: the snapshot, for its owner only (checked on the
+        snapshot itself too, whatever the cache said)."""
+        await self.authorize(conversation_id, identity)
+        snap = await self.snapshot(conversation_id)
+        self._whose(snap)
+        if snap.owner and snap.owner != identity.user_id:
+            raise Forbidden("this conversation belongs to another user")
+        if not snap.exists:
+            raise UnknownConversation("no such conversation")
+        return snap
+
+    async def _settle(self, conversation_id: str, partition: int, identity: Identity, offset: int) -> None:
+        """A prompt written at ``offset`` for a conversation whose owner was not known: wait
+        (``owner_wait_s``) for an authoritative owner as of that offset (the session app having
+        applied the prompts partition past it, or an answer's ``ResponseStarted``). Not the
+        caller: ``Forbidden`` (the worker skips the prompt). No answer in time: ``Unavailable``
+        (the prompt is in the log; a retry with the same prompt_id settles it again)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.owner_wait_s
+        pause = 0.01
+        while True:
+            owner = self.owners.get(conversation_id)
+            left = deadline - loop.time()
+            if owner is None and left > 0:
+                found = None
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(left):
+                        found = await self.snapshots.owner_as_of(conversation_id, partition)
+                if found is not None and found[0] and found[1] >= offset:
+                    owner = self.owners.learn(conversation_id, found[0])
+            if owner is not None:
+                if owner != identity.user_id:
+                    self.metrics.commands.labels("prompt", "forbidden").inc()
+                    raise Forbidden("this conversation belongs to another user")
+                return
+            if loop.time() >= deadline:
+                self.metrics.commands.labels("prompt", "unsettled").inc()
+                raise Unavailable(
+                    "who owns this new conversation is not settled yet; retry with the same prompt_id",
+                    retry_after_s=1,
+                )
+            await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+            pause = min(pause * 2, 0.2)
 
     # ------------------------------------------------------------------ commands
 
@@ -358,16 +412,22 @@ class Gateway:
         return self._commands
 
     async def submit_prompt(self, conversation_id: str, identity: Identity, body: PromptBody) -> Accepted:
-        self.partition_of(conversation_id)
+        """Known owner: the caller's prompt is written (202), anyone else's refused unwritten
+        (403). Owner not known: written, then settled (``_settle``): 202 for the owner, 403 for
+        anyone else, 503 when it cannot be told in time."""
+        partition = self.partition_of(conversation_id)
         self.prompt_limits.check(body)
-        await self.authorize(conversation_id, identity)
+        owner = await self.owner_of(conversation_id)
+        if owner is not None and owner != identity.user_id:
+            raise Forbidden("this conversation belongs to another user")
         self.limiter.take(identity.user_id)
         try:
             accepted = await self.commands.prompt(conversation_id, identity.user_id, body)
         except GatewayError as exc:
             self.metrics.commands.labels("prompt", exc.code).inc()
             raise
-        self.owners.learn(conversation_id, identity.user_id)  # the first prompt claims a new conversation
+        if owner is None:
+            await self._settle(conversation_id, partition, identity, accepted.offset)
         self.metrics.commands.labels("prompt", "duplicate" if accepted.duplicate else "accepted").inc()
         return accepted
 
@@ -535,6 +595,7 @@ class Gateway:
         return self._catchup
 
     def _check_owner(self, conn: Connection, snap: Snapshot) -> None:
+        self._whose(snap)
         if snap.owner and snap.owner != conn.user_id:
             raise Forbidden("this conversation belongs to another user")
         if snap.owner:

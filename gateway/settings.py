@@ -46,6 +46,10 @@ class GatewaySettings:
     sessions_url: str = "http://127.0.0.1:18082"
     """The session-state service (snapshots); when it does not answer, snapshots come from the log."""
     sessions_timeout_s: float = 2.0
+    owner_wait_s: float = 5.0
+    """A prompt for a conversation whose owner this gateway does not know yet is written, then
+    answered 202 or 403 once the session app has applied it (it says who the first prompt's user
+    is); after this long without an answer: 503 ``unavailable`` with Retry-After."""
     service_token: str = field(default="", repr=False)
     """The service credential sent to the session-state service (``TOKENLOG_SERVICE_TOKEN``, the
     one it is started with); at least 32 bytes."""
@@ -154,6 +158,7 @@ class GatewaySettings:
             port=env_int(env, "TOKENLOG_GATEWAY_PORT", d.port),
             sessions_url=env_str(env, "TOKENLOG_GATEWAY_SESSIONS_URL", d.sessions_url).rstrip("/"),
             sessions_timeout_s=env_float(env, "TOKENLOG_GATEWAY_SESSIONS_TIMEOUT_S", d.sessions_timeout_s),
+            owner_wait_s=env_float(env, "TOKENLOG_GATEWAY_OWNER_WAIT_S", d.owner_wait_s),
             service_token=env_str(env, "TOKENLOG_SERVICE_TOKEN", d.service_token),
             dev_mode=env_bool(env, "TOKENLOG_GATEWAY_DEV_MODE", d.dev_mode),
             secret=env_str(env, "TOKENLOG_GATEWAY_SECRET", d.secret),

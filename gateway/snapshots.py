@@ -42,6 +42,11 @@ class Snapshot:
     def owner(self) -> str:
         return str(self.body.get("owner") or "")
 
+    @property
+    def has_content(self) -> bool:
+        """Turns, a live answer or pending prompts: something only its owner may see."""
+        return bool(self.body.get("turns") or self.body.get("live") or self.body.get("pending"))
+
 
 class Snapshots:
     def __init__(
@@ -100,6 +105,24 @@ class Snapshots:
             )
             return Snapshot(empty, cursor, "snapshot", exists=False)
         return Snapshot(body, cursor, "snapshot", exists=True)
+
+    async def owner_as_of(self, conversation_id: str, partition: int) -> tuple[str, int] | None:
+        """The session app's owner of the conversation ("" for none yet) and the prompts offset
+        it holds as of (``prompts_applied``, -1 unknown); None when the app does not answer."""
+        try:
+            response = await self._http.get(f"{self._url}/sessions/{conversation_id}")
+            body = response.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        if response.status_code not in (200, 404) or not isinstance(body, dict):
+            return None
+        if body.get("partition") != partition:
+            return None
+        applied = body.get("prompts_applied")
+        owner = body.get("owner") if response.status_code == 200 else ""
+        if not isinstance(applied, int) or not isinstance(owner, str):
+            return None  # a session app from before prompts_applied
+        return owner, applied
 
     async def from_log(self, conversation_id: str, partition: int) -> Snapshot:
         upto = self._position(partition)

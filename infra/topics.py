@@ -26,7 +26,7 @@ from infra.broker import client_security
 from infra.errors import InfraError, TopicMismatchError
 from infra.kafka_client import PLAINTEXT, KafkaSecurity, diagnose
 from infra.settings import InfraSettings, TopicSettings
-from schemas.registry import ANSWERS_TOPIC, DEADLETTER_TOPIC, PROMPTS_TOPIC, TOKENS_TOPIC
+from schemas.registry import ANSWERS_TOPIC, DEADLETTER_TOPIC, OWNERS_TOPIC, PROMPTS_TOPIC, TOKENS_TOPIC
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +96,14 @@ def topic_specs(settings: TopicSettings) -> tuple[TopicSpec, ...]:
             settings.partitions,
             settings.replication_factor,
             {**common(settings.answers_retention_ms), "cleanup.policy": "compact,delete"},
+        ),
+        # The worker's owner of each conversation: kept as long as the conversation (compact only;
+        # a conversation that lost its owner record could be claimed by another user).
+        TopicSpec(
+            OWNERS_TOPIC,
+            settings.partitions,
+            settings.replication_factor,
+            {"cleanup.policy": "compact", "min.insync.replicas": str(settings.min_insync_replicas)},
         ),
     )
 

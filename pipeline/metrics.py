@@ -30,6 +30,12 @@ class WorkerMetrics:
         self.skipped = Counter(
             "tokenlog_worker_prompts_skipped", "Prompts not answered again, by reason", ["reason"], registry=r
         )
+        self.prompts_refused = Counter(
+            "tokenlog_worker_prompts_refused",
+            "Commands of a user who does not own the conversation, not acted on, by command",
+            ["command"],
+            registry=r,
+        )
         self.decode_errors = Counter(
             "tokenlog_worker_decode_errors", "Prompt records that could not be decoded", registry=r
         )

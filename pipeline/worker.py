@@ -10,6 +10,9 @@
 Commit order (per prompt; the consumer's offset of a partition moves only over prompts for which
 all of this is done):
 
+0. ``conversation.owners`` <- the owner, for a prompt that claims its conversation (the first
+   in the log, ``schemas.ownership``): acknowledged before any prompt of its fetch is handed on.
+   Another user's prompt stops here: its offset is done, nothing is written for it;
 1. ``conversation.answers`` <- started (acknowledged) — the prompt_id index;
 2. ``conversation.tokens`` <- ResponseStarted / ResponseResumed, TokenDeltas, the terminal event;
 3. every produce of step 2 acknowledged (acks=all, idempotent producer);
@@ -49,14 +52,17 @@ from pipeline.generation import AnswerJob, Generator
 from pipeline.ids import response_id
 from pipeline.metrics import WorkerMetrics
 from pipeline.offsets import OffsetTracker
+from pipeline.owners import Claimed, KafkaOwnerLog, OwnerEntry, OwnerLog
+from pipeline.owners import decode_entry as decode_owner
 from pipeline.providers.base import ModelProvider
 from pipeline.settings import WorkerSettings
 from pipeline.sink import KafkaEventSink
 from schemas.answers import AnswerFold
 from schemas.codec import PROMPTS, TOKENS, deadletter_headers
 from schemas.errors import DecodeError
-from schemas.records import CancelRequested, PromptSubmitted
-from schemas.registry import ANSWERS_TOPIC, DEADLETTER_TOPIC, PROMPTS_TOPIC, TOKENS_TOPIC
+from schemas.ownership import Claim, decide
+from schemas.records import CancelRequested, PromptRecord, PromptSubmitted
+from schemas.registry import ANSWERS_TOPIC, DEADLETTER_TOPIC, OWNERS_TOPIC, PROMPTS_TOPIC, TOKENS_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +77,8 @@ class PartitionState:
     """Answers found unfinished in the log at assignment, by response_id."""
     tokens_end: int
     committed: int
+    owners: dict[str, str] = field(default_factory=dict)
+    """The owner of every conversation of the partition (``conversation.owners``)."""
 
 
 @dataclass
@@ -122,6 +130,7 @@ class Worker:
             **settings.kafka_security.client_kwargs(),
         )
         self.sink = KafkaEventSink(self._producer)
+        self.owner_log: OwnerLog = KafkaOwnerLog(self._producer)
         self.generator = Generator(
             provider,
             self.sink,
@@ -143,7 +152,7 @@ class Worker:
         # Fail fast, naming what to do, when the topics are missing or not co-partitioned.
         await shared_partition_count(
             self.settings.bootstrap_servers,
-            (PROMPTS_TOPIC, TOKENS_TOPIC, ANSWERS_TOPIC, DEADLETTER_TOPIC),
+            (PROMPTS_TOPIC, TOKENS_TOPIC, ANSWERS_TOPIC, DEADLETTER_TOPIC, OWNERS_TOPIC),
             self.settings.kafka_security,
         )
         await self._producer.start()
@@ -192,6 +201,8 @@ class Worker:
                 # Fetched before the partition was loaded (or after it was revoked): not ours to
                 # handle now; a loaded partition is sought back to its committed offset.
                 continue
+            ready: list[tuple[PromptRecord, int]] = []
+            claims: list[Claimed] = []
             for msg in messages:
                 state.tracker.received(msg.offset)
                 try:
@@ -200,12 +211,35 @@ class Worker:
                     await self._dead_letter(msg, exc)
                     state.tracker.done(msg.offset)
                     continue
+                cid = record.conversation_id
+                claim = decide(state.owners.get(cid), record)
+                if claim is Claim.STRANGER:
+                    self._refuse(record)
+                    state.tracker.done(msg.offset)
+                    continue
+                if claim is Claim.CLAIMS:
+                    state.owners[cid] = record.user_id
+                    claims.append((cid, OwnerEntry(record.user_id, msg.offset)))
+                ready.append((record, msg.offset))
+            if claims:  # step 0: durable before any answer of a new conversation starts
+                await self.owner_log.put(tp.partition, claims)
+                if self.partitions.get(tp.partition) is not state:
+                    continue  # revoked meanwhile: the next owner reads these prompts again
+            for record, offset in ready:
                 if isinstance(record, PromptSubmitted):
-                    self._enqueue(record, state, msg.partition, msg.offset)
+                    self._enqueue(record, state, tp.partition, offset)
                 else:
                     self._cancel(record)
-                    state.tracker.done(msg.offset)
+                    state.tracker.done(offset)
         self.metrics.buffered.set(sum(len(c.queue) for c in self.conversations.values()))
+
+    def _refuse(self, record: PromptRecord) -> None:
+        """A command of a user who does not own its conversation: nothing is written for it."""
+        kind = "prompt" if isinstance(record, PromptSubmitted) else "cancel"
+        self.metrics.prompts_refused.labels(kind).inc()
+        log.warning(
+            "a %s of a user who does not own conversation %s was refused", kind, record.conversation_id
+        )
 
     def _enqueue(self, prompt: PromptSubmitted, state: PartitionState, partition: int, offset: int) -> None:
         key = (prompt.conversation_id, prompt.prompt_id)
@@ -413,8 +447,10 @@ class Worker:
         self._consumer.pause(*new)
         answers = [TopicPartition(ANSWERS_TOPIC, tp.partition) for tp in new]
         tokens = [TopicPartition(TOKENS_TOPIC, tp.partition) for tp in new]
+        owners = [TopicPartition(OWNERS_TOPIC, tp.partition) for tp in new]
         answers_end = await self._reader.end_offsets(answers)
         tokens_end = await self._reader.end_offsets(tokens)
+        owners_end = await self._reader.end_offsets(owners)
         beginnings = await self._reader.beginning_offsets(new)
         for tp in new:
             committed = await self._consumer.committed(tp)
@@ -424,6 +460,9 @@ class Worker:
                 start,
                 answers_end[TopicPartition(ANSWERS_TOPIC, tp.partition)],
                 tokens_end[TopicPartition(TOKENS_TOPIC, tp.partition)],
+            )
+            state.owners = await self._load_owners(
+                tp.partition, owners_end[TopicPartition(OWNERS_TOPIC, tp.partition)]
             )
             self.partitions[tp.partition] = state
             self._consumer.seek(tp, start)
@@ -467,6 +506,18 @@ class Worker:
                 len(folds),
             )
         return PartitionState(OffsetTracker(start), index, folds, tokens_end, start)
+
+    async def _load_owners(self, p: int, end: int) -> dict[str, str]:
+        """The owner of each conversation of partition ``p`` (``conversation.owners``)."""
+        owners: dict[str, str] = {}
+        async for msg in self._read_partition(TopicPartition(OWNERS_TOPIC, p), None, end):
+            if msg.key is None or msg.value is None:
+                continue
+            try:
+                owners[msg.key.decode()] = decode_owner(msg.value).owner
+            except (ValueError, KeyError, UnicodeDecodeError):
+                log.warning("unreadable owner record at %s@%d", p, msg.offset)
+        return owners
 
     async def _read_partition(self, tp: TopicPartition, start: int | None, end: int) -> Any:
         """Every record of ``tp`` from ``start`` (None: the beginning) up to ``end``, read with

@@ -33,6 +33,9 @@ DEADLETTER_TOPIC = "conversation.deadletter"
 """Records a consumer could not decode, unchanged, with their origin in headers."""
 ANSWERS_TOPIC = "conversation.answers"
 """The generation worker's compacted prompt_id index (internal, not a public contract)."""
+OWNERS_TOPIC = "conversation.owners"
+"""The generation worker's compacted owner of each conversation (``schemas.ownership``; internal,
+not a public contract)."""
 TOPICS = (PROMPTS_TOPIC, TOKENS_TOPIC)
 """Topics with an Avro schema."""
 

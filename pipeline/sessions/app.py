@@ -10,7 +10,9 @@ Web (Faust's own server):
 - ``GET /sessions/{conversation_id}``: the snapshot (``snapshot.py``), routed to the worker that
   owns the key's partition when several workers share the tables; 404 for an unknown one, with
   the ``cursor`` up to which the partition has been applied (the conversation has no event at or
-  before it), or ``null`` when this worker has applied nothing there since it started.
+  before it), or ``null`` when this worker has applied nothing there since it started; both
+  answers carry ``prompts_applied``, the last prompts offset of the partition applied (-1: none
+  since it started), as of which ``owner`` is the owner.
 - ``GET /healthz``, ``GET /readyz`` (recovery done, not rebalancing).
 """
 
@@ -46,7 +48,7 @@ from pipeline.sessions.store import Loaded, Tables
 from schemas.codec import PROMPTS, TOKENS, TopicCodec
 from schemas.cursor import Cursor
 from schemas.errors import DecodeError
-from schemas.records import TokenDelta
+from schemas.records import PromptSubmitted, TokenDelta
 from schemas.registry import PROMPTS_TOPIC, TOKENS_TOPIC
 
 
@@ -169,22 +171,30 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
         refused=lambda table: metrics.refused_writes.labels(table).inc(),
     )
 
+    # Per prompts partition, the last offset applied: a snapshot's owner is the owner as of it.
+    prompts_applied: dict[int, int] = {}
+
+    def apply_prompt(event: Any) -> None:
+        record = decode(PROMPTS, event)
+        if record is None or event.key is None:
+            return
+        key = event.key
+        found = Loaded(key.decode(), sessions.get(key) or Session(key.decode()), LiveAnswer())
+        updated = evolve_session(found.session, record, event.message.offset, max_turns=settings.max_turns)
+        if updated is found.session:
+            metrics.ignored.labels(PROMPTS_TOPIC).inc()
+            return
+        tables.save(key, found, updated, found.live)
+        metrics.applied.labels(PROMPTS_TOPIC).inc()
+        if isinstance(record, PromptSubmitted) and record.user_id != updated.owner:
+            metrics.refused_prompts.inc()  # another user's prompt (schemas.ownership)
+            log.info("a prompt of a user who does not own the conversation was ignored")
+
     @app.agent(prompts)
     async def apply_prompts(stream: Any) -> None:
         async for event in stream.events():
-            record = decode(PROMPTS, event)
-            if record is None or event.key is None:
-                continue
-            key = event.key
-            found = Loaded(key.decode(), sessions.get(key) or Session(key.decode()), LiveAnswer())
-            updated = evolve_session(
-                found.session, record, event.message.offset, max_turns=settings.max_turns
-            )
-            if updated is not found.session:
-                tables.save(key, found, updated, found.live)
-                metrics.applied.labels(PROMPTS_TOPIC).inc()
-            else:
-                metrics.ignored.labels(PROMPTS_TOPIC).inc()
+            apply_prompt(event)
+            prompts_applied[event.message.partition] = event.message.offset
 
     # Per tokens partition, the last offset this worker has applied: a conversation it does not
     # know has no event at or below it, so a gateway can hydrate a new one without a log scan.
@@ -307,6 +317,7 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
             session, answer = tables.whole(key, max_chars=settings.max_snapshot_chars)
             partition = app.producer.key_partition(TOKENS_TOPIC, key).partition
             upto = applied.get(partition)
+            prompts_upto = prompts_applied.get(partition, -1)
             if session is None and answer is None:
                 metrics.snapshots.labels("404").inc()
                 error = {
@@ -315,13 +326,15 @@ def create_app(settings: SessionsSettings, epoch: str) -> faust.App:
                 }
                 # "Unknown as of this cursor" (null when this worker has applied nothing there yet).
                 cursor = Cursor(epoch, partition, upto).format() if upto is not None else None
-                return self.json({"error": error, "partition": partition, "cursor": cursor}, status=404)
+                unknown = {"error": error, "partition": partition, "cursor": cursor}
+                return self.json({**unknown, "prompts_applied": prompts_upto}, status=404)
             body = snapshot(
                 session or Session(conversation_id),
                 answer or LiveAnswer(),
                 epoch=epoch,
                 partition=partition,
                 applied_upto=-1 if upto is None else upto,
+                prompts_applied=prompts_upto,
             )
             metrics.snapshots.labels("200").inc()
             return self.json(body)

@@ -31,6 +31,11 @@ class SessionsMetrics:
             ["topic"],
             registry=r,
         )
+        self.refused_prompts = Counter(
+            "tokenlog_sessions_prompts_refused",
+            "Prompts of a user who does not own the conversation, ignored (schemas.ownership)",
+            registry=r,
+        )
         self.refused_writes = Counter(
             "tokenlog_sessions_refused_writes",
             "Table values not stored because they were over max_value_bytes, by table",

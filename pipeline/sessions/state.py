@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from schemas.ownership import Claim, decide
 from schemas.records import (
     CancelRequested,
     PromptRecord,
@@ -75,7 +76,9 @@ class PendingPrompt:
 class Session:
     conversation_id: str
     owner: str = ""
-    """The user who started the conversation (its first prompt)."""
+    """The user of the conversation's first ``PromptSubmitted`` (``schemas.ownership``); set
+    only by it (or by a ``ResponseStarted``, which the worker writes for the owner alone, when
+    the answer's event is applied before its prompt's)."""
     turns: tuple[Turn, ...] = ()
     dropped_turns: int = 0
     pending: tuple[PendingPrompt, ...] = ()
@@ -234,12 +237,14 @@ def evolve_session(
     max_turns: int = MAX_TURNS,
 ) -> Session:
     """The session after ``event``. ``live_before`` is the live answer just before a terminal
-    event (its text becomes the finished turn's answer)."""
+    event (its text becomes the finished turn's answer). A prompt of a user who is not the
+    owner (``schemas.ownership``) only moves ``prompts_offset``: it is neither pending nor a
+    turn, and it never changes the owner."""
     if isinstance(event, PromptSubmitted | CancelRequested):
         if offset <= session.prompts_offset:
             return session
-        if isinstance(event, CancelRequested):
-            return replace(session, prompts_offset=offset)
+        if isinstance(event, CancelRequested) or decide(session.owner, event) is Claim.STRANGER:
+            return replace(session, prompts_offset=offset)  # a stranger's prompt: not pending, no turn
         pending = session.pending
         known = {p.prompt_id for p in pending} | {t.prompt_id for t in session.turns}
         if event.prompt_id not in known and len(pending) < MAX_PENDING:
@@ -247,7 +252,7 @@ def evolve_session(
                 *pending,
                 PendingPrompt(event.prompt_id, event.text, event.submitted_at, event.device_id),
             )
-        return replace(session, owner=session.owner or event.user_id, pending=pending, prompts_offset=offset)
+        return replace(session, owner=event.user_id, pending=pending, prompts_offset=offset)
 
     if offset <= session.tokens_offset:
         return session
