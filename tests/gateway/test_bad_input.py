@@ -230,7 +230,9 @@ def test_malformed_records_on_both_topics_are_skipped_and_the_next_prompt_is_ans
 
     async def go() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         async with Client(gw.url, stack.token("fuzz-records")) as client:
-            follower = client.follow(cid, transport="sse")
+            follower = client.follow(
+                cid, transport="sse", cursor="beginning"
+            )  # every event, however late it opens
             accepted = await client.prompt(
                 cid, "After the garbage [[tokens=20]] [[rate=100]]", prompt_id="p-1"
             )
