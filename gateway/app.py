@@ -142,18 +142,18 @@ class BodyLimit:
 
 
 class HostCheck:
-    """Pure ASGI middleware: a request or WebSocket whose ``Host`` is not in ``hosts`` gets 400
+    """Pure ASGI middleware: a request or WebSocket whose ``Host`` is not ``allowed`` gets 400
     ``host_not_allowed`` (development mode: a page on another origin that resolves to this
     machine, DNS rebinding, cannot reach the token issuer or the API)."""
 
-    def __init__(self, app: ASGIApp, hosts: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, allowed: Callable[[str], bool]) -> None:
         self.app = app
-        self.hosts = hosts
+        self.allowed = allowed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             hosts = [v.decode("latin-1").lower() for k, v in scope.get("headers", ()) if k == b"host"]
-            if len(hosts) != 1 or hosts[0] not in self.hosts:  # none, two, or not ours
+            if len(hosts) != 1 or not self.allowed(hosts[0]):  # none, two, or not ours
                 denied = error_response(HostNotAllowed("this Host is not served here"))
                 if scope["type"] == "http":
                     await denied(scope, receive, send)
@@ -253,7 +253,7 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
     app.state.tokens = tokens
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     if settings.checks_host:
-        app.add_middleware(HostCheck, hosts=settings.hosts)
+        app.add_middleware(HostCheck, allowed=settings.host_allowed)
     app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(GatewayError)

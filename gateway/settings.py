@@ -249,11 +249,18 @@ class GatewaySettings:
 
     @property
     def hosts(self) -> frozenset[str]:
-        """The Host headers accepted (lowercase): loopback names, bare or with the gateway's port
-        (a page elsewhere cannot make a browser send either), and the allowlist."""
-        names = ("127.0.0.1", "localhost", "[::1]")
-        own = {f"{name}:{self.port}" for name in names} | set(names)
-        return frozenset(own | {h.lower() for h in self.allowed_hosts})
+        """The Host names accepted (lowercase): loopback ones, and the allowlist (whose entries may
+        name a port too)."""
+        return frozenset({"127.0.0.1", "localhost", "[::1]"} | {h.lower() for h in self.allowed_hosts})
+
+    def host_allowed(self, header: str) -> bool:
+        """Whether a request's ``Host`` is served. A loopback name with any port is: DNS
+        rebinding needs a page's own name to resolve here, and no page elsewhere can make a
+        browser send a loopback name, whatever the port (a proxy on loopback, as the tests use,
+        forwards its own port)."""
+        host = header.lower()
+        name = host.rsplit(":", 1)[0] if host.rfind(":") > host.rfind("]") else host
+        return host in self.hosts or name in self.hosts
 
     @property
     def checks_host(self) -> bool:

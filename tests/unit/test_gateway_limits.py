@@ -122,12 +122,15 @@ def test_the_gateway_refuses_to_start_without_the_session_apps_credential() -> N
         GatewaySettings(secret="s" * 32, service_token="short").check()  # noqa: S106 - a test value
 
 
-def test_the_accepted_hosts_are_loopback_with_the_port_and_the_allowlist() -> None:
-    hosts = GatewaySettings(port=8000, allowed_hosts=("Chat.Example",)).hosts
-    loopback = {"127.0.0.1", "localhost", "[::1]"}
-    assert loopback | {f"{h}:8000" for h in loopback} | {"chat.example"} == hosts
-    assert "attacker.example:8000" not in hosts
-    assert "127.0.0.1:8001" not in hosts
+def test_the_accepted_hosts_are_loopback_names_with_any_port_and_the_allowlist() -> None:
+    settings = GatewaySettings(port=8000, allowed_hosts=("Chat.Example", "api.example:8443"))
+    for host in ("127.0.0.1", "127.0.0.1:8000", "127.0.0.1:8001", "localhost:5173", "[::1]", "[::1]:8000"):
+        assert settings.host_allowed(host), host
+    for host in ("CHAT.example", "chat.example:443", "api.example:8443"):
+        assert settings.host_allowed(host), host
+    for host in ("attacker.example", "attacker.example:8000", "127.0.0.1.attacker.example", "api.example:80"):
+        assert not settings.host_allowed(host), host
+    assert not settings.host_allowed("[::1]x")
     assert GatewaySettings(dev_mode=True).checks_host
     assert not GatewaySettings().checks_host
     assert GatewaySettings(allowed_hosts=("x",)).checks_host
