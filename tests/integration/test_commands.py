@@ -92,6 +92,7 @@ def test_make_run_starts_broker_topics_and_services_and_stops_everything_on_ctrl
         "conversation.tokens": 3,
         "conversation.deadletter": 3,
         "conversation.answers": 3,
+        "conversation.owners": 3,
     }
 
     # The worker make run started answers a prompt.
