@@ -21,7 +21,7 @@ import websockets
 
 from gateway.client import Client
 from tests.gateway.stack import GatewayProc, Stack, partition_of
-from tests.harness import unique, wait_for
+from tests.harness import SERVICE_HEADERS, unique, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -389,7 +389,9 @@ def test_a_beginning_cursor_on_an_unknown_conversation_reads_nothing_from_the_lo
 
         async def applied() -> bool:
             async with httpx.AsyncClient(timeout=10) as http:
-                return (await http.get(f"{stack.sessions_url}/sessions/{seed}")).status_code == 200
+                return (
+                    await http.get(f"{stack.sessions_url}/sessions/{seed}", headers=SERVICE_HEADERS)
+                ).status_code == 200
 
         await wait_for(applied, timeout_s=60, interval_s=0.2)
 
