@@ -65,7 +65,9 @@ def start_gateway(
             "TOKENLOG_GATEWAY_PORT": str(port),
             "TOKENLOG_GATEWAY_SECRET": secret,
             "TOKENLOG_GATEWAY_SESSIONS_URL": f"http://127.0.0.1:{free_port()}",  # none, unless env says
+            # Every benchmark client is the one bench user: its per-user limits are lifted.
             "TOKENLOG_GATEWAY_MAX_CONNECTIONS_PER_USER": "1000000",
+            "TOKENLOG_GATEWAY_READS_PER_USER": "1000000",
             **env,
         },
     )
