@@ -286,8 +286,12 @@ class Gateway:
             self.owners.learn(conversation_id, snap.owner)
         self._recent.pop(conversation_id, None)
         self._recent[conversation_id] = (fetched, snap)
-        while len(self._recent) > RECENT_SNAPSHOTS:
-            del self._recent[next(iter(self._recent))]
+        # Oldest first: those past their reuse (a snapshot may hold megabytes), then any over the count.
+        while self._recent:
+            first = next(iter(self._recent))
+            if len(self._recent) <= RECENT_SNAPSHOTS and now - self._recent[first][0] < SNAPSHOT_REUSE_S:
+                break
+            del self._recent[first]
         return snap
 
     async def _fold(self, cid: str, snap: Snapshot, upto: int | None) -> Snapshot:

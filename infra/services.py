@@ -167,6 +167,14 @@ def services(bootstrap: str, env: Mapping[str, str] | None = None) -> tuple[Serv
                 "follow a conversation": f"curl -N '{gateway_url}/v1/conversations/<id>/events"
                 "?access_token=<token>'",
             },
-            env_prefixes=("TOKENLOG_GATEWAY_", "TOKENLOG_DEMO_MARKER_"),  # the marker caps it checks
+            # Beside its own: what it checks prompts against, as the worker reads it (the marker
+            # caps, the test-markers switch, the models its allowlist defaults to).
+            env_prefixes=(
+                "TOKENLOG_GATEWAY_",
+                "TOKENLOG_DEMO_MARKER_",
+                "TOKENLOG_DEMO_TEST_MARKERS",
+                "TOKENLOG_DEMO_MODEL",
+                "TOKENLOG_OPENAI_MODEL",
+            ),
         ),
     )

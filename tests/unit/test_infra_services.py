@@ -23,6 +23,8 @@ PARENT = {
     "TOKENLOG_OPENAI_API_KEY": "sk-secret",
     "TOKENLOG_OPENAI_BASE_URL": "https://api.example/v1",
     "TOKENLOG_DEMO_TOKENS_PER_S": "50",
+    "TOKENLOG_OPENAI_MODEL": "gpt-4o",
+    "TOKENLOG_DEMO_MARKER_MAX_TOKENS": "500",
     "TOKENLOG_RUN_STABLE_S": "60",
     "HTTPS_PROXY": "http://proxy:3128",
     "AWS_SECRET_ACCESS_KEY": "not ours",
@@ -37,8 +39,12 @@ def test_only_the_worker_gets_the_provider_key_and_settings() -> None:
     envs = _envs()
     assert envs["worker"]["TOKENLOG_OPENAI_API_KEY"] == "sk-secret"
     assert envs["worker"]["TOKENLOG_WORKER_PROVIDER"] == "openai"
+    assert not [k for k in envs["sessions"] if k.startswith(("TOKENLOG_OPENAI_", "TOKENLOG_WORKER_"))]
+    # The gateway's model allowlist defaults to the worker's models: their names, nothing else.
+    assert [k for k in envs["gateway"] if k.startswith(("TOKENLOG_OPENAI_", "TOKENLOG_WORKER_"))] == [
+        "TOKENLOG_OPENAI_MODEL"
+    ]
     for name in ("sessions", "gateway"):
-        assert not [k for k in envs[name] if k.startswith(("TOKENLOG_OPENAI_", "TOKENLOG_WORKER_"))], name
         assert "HTTPS_PROXY" not in envs[name]
     assert envs["worker"]["HTTPS_PROXY"] == "http://proxy:3128"
 
@@ -78,3 +84,11 @@ def test_the_service_token_is_made_once_private_and_random(tmp_path: Path) -> No
 def test_the_snapshot_url_line_says_it_needs_the_service_credential() -> None:
     [sessions] = [s for s in services("127.0.0.1:19092", PARENT) if s.name == "sessions"]
     assert "service credential" in sessions.urls["session snapshots"]
+
+
+def test_the_gateway_checks_prompts_against_the_workers_models_and_marker_caps() -> None:
+    from gateway.settings import GatewaySettings
+
+    gateway = GatewaySettings.from_env(_envs()["gateway"])
+    assert "gpt-4o" in gateway.models
+    assert gateway.markers.max_tokens == 500
