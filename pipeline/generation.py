@@ -87,8 +87,6 @@ class AnswerJob:
     response_id: str
     resume: AnswerFold | None = None
     """What the log holds of this answer already (after a failover), if anything."""
-    started_before: bool = False
-    """The index says a worker started it, even if the log shows no event of it."""
     cancel_request: CancelRequested | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled_monotonic: float | None = None
@@ -170,7 +168,7 @@ class Generator:
         entry = job.entry
         # The last attempt started: the log's, or the index's when it is ahead (its worker died
         # before the attempt's first event reached the log). -1: none.
-        indexed = entry.attempt if entry is not None else (0 if job.started_before else -1)
+        indexed = entry.attempt if entry is not None else -1
         last = max(resume.attempt if resume is not None and logged else -1, indexed)
         handed = entry.handed_over if entry is not None else ()
         lost = lost_attempts(last, handed)

@@ -266,7 +266,6 @@ class Worker:
             offset,
             rid,
             resume=resume,
-            started_before=entry is not None and (resume is None or resume.started is None),
             entry=entry,
         )
         if conv is None:
