@@ -126,5 +126,13 @@ def test_a_5_mb_conversation_with_a_2_mb_answer_is_answered_hydrated_replayed_an
     assert "ProducerSendError" not in log
     sessions.kill()
     _, again = start_sessions(stack.runner, stack.bootstrap, "sessions-again", app_id, data_dir=data_dir)
-    recovered = httpx.get(f"{again}/sessions/{cid}", headers=SERVICE_HEADERS, timeout=30).json()
+    recovered: dict[str, Any] = {}
+
+    def served() -> bool:  # ready, then the partition's state is served once the group has settled
+        nonlocal recovered
+        response = httpx.get(f"{again}/sessions/{cid}", headers=SERVICE_HEADERS, timeout=30)
+        recovered = response.json()
+        return response.status_code == 200
+
+    asyncio.run(wait_for(served, timeout_s=120, interval_s=0.5))
     assert _turns(recovered) == turns

@@ -18,7 +18,11 @@ from tests.harness import ServiceRunner, unique
 
 pytestmark = pytest.mark.integration
 
-CAPPED = {"TOKENLOG_DEMO_MARKER_MAX_TOKENS": "100", "TOKENLOG_DEMO_MARKER_MAX_RATE": "50"}
+CAPPED = {
+    "TOKENLOG_DEMO_MARKER_MAX_TOKENS": "100",
+    "TOKENLOG_DEMO_MARKER_MAX_RATE": "50",
+    "TOKENLOG_GATEWAY_OWNER_WAIT_S": "1",  # nothing here can settle a new conversation's owner
+}
 """Caps set for this gateway alone: the refusals below come from its settings, not the defaults."""
 
 
@@ -58,6 +62,7 @@ def test_the_json_api_answers_a_prompt_over_the_marker_caps_with_400_invalid_mar
         f"{gw.url}/v1/conversations/{cid}/prompts",
         json={"text": "Fine [[tokens=100]] [[rate=50]]"},
         headers=auth,
+        timeout=30,
     )
     # Past the marker check. With no session app and no worker here, nothing can settle who owns
     # the new conversation, so the gateway says so (503, retry) rather than guess.

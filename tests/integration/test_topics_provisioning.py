@@ -13,7 +13,7 @@ import pytest
 from infra.broker import LocalCluster
 from infra.errors import TopicMismatchError
 from infra.process import ManagedProcess
-from infra.topics import TopicSpec, describe, ensure
+from infra.topics import TopicSpec, describe, describe_when_visible, ensure
 from tests.harness import create_topic, unique
 
 pytestmark = pytest.mark.integration
@@ -98,6 +98,7 @@ def test_ensure_waits_until_created_topics_show_in_the_metadata_with_every_core_
         specs = [TopicSpec(unique(f"t.busy{i}"), 12, 3, {"cleanup.policy": "delete"}) for i in range(4)]
         todo = asyncio.run(ensure(cluster.bootstrap, specs))
         assert {s.name for s in todo.create} == {s.name for s in specs}
-        state = asyncio.run(describe(cluster.bootstrap, [s.name for s in specs]))
+        # Another broker of the cluster may learn them later still: ask as ensure does, bounded.
+        state = asyncio.run(describe_when_visible(cluster.bootstrap, specs, 30))
         assert {n: s.partitions for n, s in state.items()} == {s.name: 12 for s in specs}
     assert all(spinner.running() for spinner in every_core_busy), "the load went away during the test"
