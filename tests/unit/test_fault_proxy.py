@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -36,7 +36,7 @@ async def connect(proxy: FaultProxy) -> tuple[asyncio.StreamReader, asyncio.Stre
 
 
 async def roundtrip(
-    r: asyncio.StreamReader, w: asyncio.StreamWriter, data: bytes, within_s: float = 2
+    r: asyncio.StreamReader, w: asyncio.StreamWriter, data: bytes, within_s: float = 10
 ) -> bytes:
     w.write(data)
     await w.drain()
@@ -61,7 +61,7 @@ async def test_cut_closes_open_connections_and_new_ones_still_work(proxy: FaultP
     r, w = await connect(proxy)
     await roundtrip(r, w, b"x")
     assert proxy.cut() == 1
-    assert await asyncio.wait_for(r.read(), 2) == b""  # closed under the client
+    assert await asyncio.wait_for(r.read(), 10) == b""  # closed under the client
     w.close()
     r2, w2 = await connect(proxy)
     assert await roundtrip(r2, w2, b"again") == b"again"
@@ -74,7 +74,7 @@ async def test_stall_holds_bytes_until_released_and_blackhole_discards_them(prox
     proxy.stall(True)
     await nothing_comes_back(r, w, b"held")
     proxy.stall(False)
-    assert await asyncio.wait_for(r.readexactly(4), 2) == b"held"
+    assert await asyncio.wait_for(r.readexactly(4), 10) == b"held"
     proxy.blackhole(True)
     await nothing_comes_back(r, w, b"gone")
     proxy.blackhole(False)
@@ -91,20 +91,57 @@ async def test_delay_and_throttle_slow_the_bytes_down(proxy: FaultProxy) -> None
     proxy.delay(0)
     proxy.throttle(100_000)
     began = time.monotonic()
-    await roundtrip(r, w, b"z" * 20_000, within_s=5)
+    await roundtrip(r, w, b"z" * 20_000, within_s=30)
     assert time.monotonic() - began >= 0.3  # 20 kB each way at 100 kB/s
     w.close()
 
 
-async def test_refuse_and_retarget(proxy: FaultProxy) -> None:
+def _tagged(tag: bytes) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """An echo server that prefixes every reply with ``tag``: tells two servers apart."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(tag + data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    return handle
+
+
+async def test_refuse_closes_new_connections(proxy: FaultProxy) -> None:
     proxy.refuse(True)
     r, w = await connect(proxy)
-    assert await asyncio.wait_for(r.read(), 2) == b""
+    assert await asyncio.wait_for(r.read(), 10) == b""
     w.close()
     proxy.refuse(False)
-    other = await asyncio.start_server(_echo, "127.0.0.1", 0)
-    proxy.retarget("127.0.0.1", other.sockets[0].getsockname()[1])
     r, w = await connect(proxy)
-    assert await roundtrip(r, w, b"elsewhere") == b"elsewhere"
+    assert await roundtrip(r, w, b"open again") == b"open again"
     w.close()
-    other.close()
+
+
+async def line(r: asyncio.StreamReader, w: asyncio.StreamWriter, data: bytes) -> bytes:
+    """Send ``data`` and a newline; the reply up to its newline (whichever server answers)."""
+    w.write(data + b"\n")
+    await w.drain()
+    return await asyncio.wait_for(r.readuntil(b"\n"), 10)
+
+
+async def test_retarget_sends_new_connections_to_the_other_server_and_leaves_open_ones() -> None:
+    first = await asyncio.start_server(_tagged(b"first:"), "127.0.0.1", 0)
+    second = await asyncio.start_server(_tagged(b"second:"), "127.0.0.1", 0)
+    async with FaultProxy("127.0.0.1", first.sockets[0].getsockname()[1]) as proxy:
+        r_old, w_old = await connect(proxy)
+        assert await line(r_old, w_old, b"a") == b"first:a\n"
+        proxy.retarget("127.0.0.1", second.sockets[0].getsockname()[1])
+        r, w = await connect(proxy)
+        assert await line(r, w, b"b") == b"second:b\n"
+        # The link opened before the retarget still reaches the first server.
+        assert await line(r_old, w_old, b"c") == b"first:c\n"
+        w.close()
+        w_old.close()
+    first.close()
+    second.close()

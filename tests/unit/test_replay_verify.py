@@ -1,5 +1,6 @@
 """The hash chain the worker writes and the verifier that checks it, on answers generated with
-the in-memory sink (the Kafka tamper test is tests/pipeline/test_replay.py)."""
+the in-memory sink (the Kafka tamper test is
+tests/gateway/test_replay_audit.py)."""
 
 from __future__ import annotations
 
