@@ -69,3 +69,40 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     start apps that read those topics from the beginning; the gateway tests write the most (long
     and flooding answers), so running them after keeps the others' catch-up short."""
     items.sort(key=lambda item: "tests/gateway/" in item.nodeid or item.nodeid.startswith("gateway/"))
+
+
+class NothingSkipped:
+    """The suite has no skips and no expected failures: a test that did not run (a skip, at
+    collection too) or whose failure was expected (xfail, xpass) fails the session, exit 1,
+    rather than passing it quietly."""
+
+    def __init__(self) -> None:
+        self.skipped: list[str] = []
+
+    def _note(self, report: pytest.TestReport | pytest.CollectReport) -> None:
+        if report.skipped or hasattr(report, "wasxfail"):
+            self.skipped.append(report.nodeid)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self._note(report)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        self._note(report)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if not self.skipped:
+            return
+        if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if self.skipped:
+            names = ", ".join(sorted(set(self.skipped)))
+            terminalreporter.write_line(
+                f"error: skipped or xfail, which this suite forbids ({len(self.skipped)}): {names}", red=True
+            )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(NothingSkipped(), "tokenlog-nothing-skipped")
