@@ -7,9 +7,11 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt 2>/dev/null | sha1sum | cut -c1-12)
-PYTEST_ARGS ?=
+PYTEST_ARGS :=
+# (set on the command line only, `make test PYTEST_ARGS=...`: a PYTEST_ARGS in the environment,
+# say a CI variable, must not deselect tests without anyone seeing it)
 
-.PHONY: help setup run test lint typecheck kafka-up kafka-down kafka-status kafka-logs kafka-cluster topics schemas-check bench bench-quick chaos soak lock clean
+.PHONY: help setup run test test-deps lint typecheck kafka-up kafka-down kafka-status kafka-logs kafka-cluster topics schemas-check bench bench-quick chaos soak lock clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,8 +28,11 @@ setup: $(STAMP) ## create .venv and install the project with its pinned dependen
 run: setup ## start the local broker (unless KAFKA_BOOTSTRAP_SERVERS is set), topics and every service; Ctrl-C stops all
 	$(BIN)/python -m infra.run
 
-test: setup ## run the whole suite against a real broker the test session starts (or KAFKA_BOOTSTRAP_SERVERS)
+test: setup test-deps ## run the whole suite against a real broker the test session starts (or KAFKA_BOOTSTRAP_SERVERS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-deps: setup ## what the suite needs besides Python, Java, Maven: the AI SDK's npm packages (npm ci when the lockfile changed), Debian's Chromium (apt-get, as root)
+	$(BIN)/python -m tests.prereqs
 
 lint: setup ## ruff
 	$(BIN)/ruff check .

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
-CHROMIUM = "/usr/bin/chromium"
+from tests.prereqs import require_chromium
+
 FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -21,17 +18,9 @@ FLAGS = [
 
 
 def ensure_chromium() -> str:
-    """Debian's Chromium, installed here when missing (the test set-up; fails, never skips)."""
-    if not Path(CHROMIUM).exists():
-        apt = shutil.which("apt-get")
-        assert apt is not None, "Debian's chromium is needed for the browser tests and apt-get is missing"
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = [apt, "install", "-y", "-q", "chromium"]
-        if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
-            subprocess.run([apt, "update", "-q"], env=env, capture_output=True, check=True)
-            subprocess.run(install, env=env, capture_output=True, check=True)
-    assert Path(CHROMIUM).exists()
-    return CHROMIUM
+    """Debian's Chromium, which `make test` installs before pytest starts (tests/prereqs.py);
+    missing, it fails the test with how to install it, never skips."""
+    return require_chromium()
 
 
 @asynccontextmanager

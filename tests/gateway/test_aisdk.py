@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from tests.gateway.browser import browser_session
 from tests.gateway.stack import GatewayProc, Stack, partition_of
 from tests.harness import unique
 from tests.pipeline.helpers import all_finished, every_answer_finished, read_transcript
+from tests.prereqs import require_node_packages
 
 pytestmark = pytest.mark.integration
 
@@ -26,17 +28,9 @@ DRIVER = Path(__file__).parent / "aisdk"
 
 @pytest.fixture(scope="module")
 def node() -> str:
-    """Node with the `ai` package installed from the lockfile (fails, never skips, without Node)."""
-    found = shutil.which("node")
-    npm = shutil.which("npm")
-    assert found is not None, "Node.js is needed for the AI SDK compatibility test"
-    assert npm is not None, "npm is needed for the AI SDK compatibility test"
-    wanted = json.loads((DRIVER / "package.json").read_text())["dependencies"]
-    if not all((DRIVER / "node_modules" / name / "package.json").exists() for name in wanted):
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--silent"], cwd=DRIVER, check=True, timeout=300
-        )
-    return found
+    """Node with the `ai` package installed from the lockfile by `make test` (tests/prereqs.py);
+    fails, never skips, without them."""
+    return require_node_packages()
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +77,30 @@ def test_use_chat_sends_a_message_and_reads_the_answer_as_a_ui_message_stream(
     )
 
 
+@contextmanager
+def resume_on_cue(node: str, *args: str) -> Iterator[Callable[[], dict[str, Any]]]:
+    """``drive.mjs resume-on-cue`` started and loaded (it has printed ``ready``); calling the
+    yielded function lets it resume at once and returns what it read."""
+    argv = [node, str(DRIVER / "drive.mjs"), "resume-on-cue", *args]
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready", "drive.mjs did not start"
+
+        def go() -> dict[str, Any]:
+            out, err = proc.communicate("go\n", timeout=120)
+            assert proc.returncode == 0, err[-2000:]
+            return dict(json.loads(out.strip().splitlines()[-1]))
+
+        yield go
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 def test_use_chat_resume_streams_the_answer_being_written_and_204_when_none(
     stack: Stack, gw: GatewayProc, node: str
 ) -> None:
@@ -90,16 +108,20 @@ def test_use_chat_resume_streams_the_answer_being_written_and_204_when_none(
 
     async def start() -> dict[str, Any]:
         async with Client(gw.url, token) as client:
-            accepted = await client.prompt(chat, "Resume me [[tokens=150]] [[rate=100]]", prompt_id="p-1")
+            # 150 tokens at 30/s: 5 s to resume in, which is only one HTTP request away (Node
+            # has loaded already), so a busy machine does not see the answer end first.
+            accepted = await client.prompt(chat, "Resume me [[tokens=150]] [[rate=30]]", prompt_id="p-1")
             follower = client.follow(chat, transport="sse")  # wait until it is being written
             await follower.once(until=lambda f: f.get("type") == "token")
             return accepted
 
-    accepted = asyncio.run(start())
-    resumed = drive(node, "resume", gw.url, token, chat)
+    with resume_on_cue(node, gw.url, token, chat) as resume:
+        accepted = asyncio.run(start())
+        resumed = resume()
     transcript = asyncio.run(
         read_transcript(stack.bootstrap, accepted["partition"], [chat], all_finished(["p-1"]))
     )
+    assert resumed["text"] is not None, "204: the answer had ended before the resume asked"
     assert resumed["text"] == transcript.by_prompt()["p-1"].text
     assert resumed["id"] == accepted["response_id"]
     assert drive(node, "resume", gw.url, token, chat) == {"text": None}

@@ -2,6 +2,9 @@
 // as useChat does. Prints one JSON line: {"text": ..., "parts": [...]} or {"text": null} (204).
 //   node drive.mjs send   BASE TOKEN CHAT_ID MESSAGE_ID TEXT
 //   node drive.mjs resume BASE TOKEN CHAT_ID
+//   node drive.mjs resume-on-cue BASE TOKEN CHAT_ID: resume, once loaded, when a line arrives on
+//     stdin (prints "ready" first), so that Node's start-up is not inside the answer's lifetime
+import { once } from "node:events";
 import { DefaultChatTransport, readUIMessageStream } from "ai";
 
 const [command, base, token, chatId, messageId, text] = process.argv.slice(2);
@@ -20,6 +23,11 @@ if (command === "send") {
     messages: [{ id: messageId, role: "user", parts: [{ type: "text", text }] }],
   });
 } else {
+  if (command === "resume-on-cue") {
+    console.log("ready");
+    await once(process.stdin, "data");
+    process.stdin.destroy();
+  }
   stream = await transport.reconnectToStream({ chatId });
 }
 if (stream === null) {
