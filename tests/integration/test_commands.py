@@ -1,4 +1,5 @@
-"""The project's own commands, run as real processes: topic listing, broker CLI, `make run`."""
+"""The project's own commands, run as real processes: topic listing, broker CLI, and `infra.run`,
+which is what `make run` runs after `make setup` (checked with `make -n run`)."""
 
 from __future__ import annotations
 
@@ -55,7 +56,15 @@ def test_broker_start_with_an_existing_cluster_starts_nothing(bootstrap: str, tm
     assert not home.exists()
 
 
-def test_make_run_starts_broker_topics_and_services_and_stops_everything_on_ctrl_c(
+def test_make_run_is_setup_then_infra_run() -> None:
+    """`make run` is the .venv's `python -m infra.run` (after setup); the test below runs that."""
+    planned = subprocess.run(
+        ["make", "-n", "run"], cwd=REPO, capture_output=True, text=True, check=True, timeout=60
+    ).stdout.splitlines()
+    assert planned[-1] == ".venv/bin/python -m infra.run", planned
+
+
+def test_infra_run_starts_broker_topics_and_services_and_stops_everything_on_ctrl_c(
     services: ServiceRunner, tmp_path: Path
 ) -> None:
     home = tmp_path / "kafka"
