@@ -95,7 +95,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "        record = TOKENS.encode(event) if value is None else value\n",
         "        record = TOKENS.encode(event) if value is None else value\n"
         "        offline = not any(c.connected() for c in self.producer.client._conns.values())\n"
-        '        if offline and type(event).__name__ == "TokenDelta":\n"
+        '        if offline and type(event).__name__ == "TokenDelta":\n'
         "            lost: asyncio.Future[int] = asyncio.get_running_loop().create_future()\n"
         "            lost.set_result(-1)\n"
         "            return lost\n",
