@@ -11,7 +11,7 @@ PYTEST_ARGS :=
 # (set on the command line only, `make test PYTEST_ARGS=...`: a PYTEST_ARGS in the environment,
 # say a CI variable, must not deselect tests without anyone seeing it)
 
-.PHONY: help setup run test test-deps lint typecheck kafka-up kafka-down kafka-status kafka-logs kafka-cluster topics schemas-check bench bench-quick chaos soak lock clean
+.PHONY: help setup run test test-deps lint typecheck kafka-up kafka-down kafka-status kafka-logs kafka-cluster topics schemas-check bench bench-quick chaos soak mutants lock clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -81,6 +81,9 @@ chaos: setup ## the chaos scenarios at full size (3 runs each, more clients); ma
 MINUTES ?= 30
 soak: setup ## steady load with random disconnects for MINUTES (default 30); fails on a leak or a lost/doubled event
 	$(BIN)/python -m tests.chaos.soak --minutes $(MINUTES) --out bench/results/soak
+
+mutants: setup ## inject five bugs one at a time and show the tests that must catch each fail (tests/mutants.py); restores the tree
+	$(BIN)/python -m tests.mutants $(MUTANTS_ARGS)
 
 lock: ## re-resolve dependencies within pyproject's ranges and write constraints.txt
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv
