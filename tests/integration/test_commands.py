@@ -58,8 +58,15 @@ def test_broker_start_with_an_existing_cluster_starts_nothing(bootstrap: str, tm
 
 def test_make_run_is_setup_then_infra_run() -> None:
     """`make run` is the .venv's `python -m infra.run` (after setup); the test below runs that."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     planned = subprocess.run(
-        ["make", "-n", "run"], cwd=REPO, capture_output=True, text=True, check=True, timeout=60
+        ["make", "--no-print-directory", "-n", "run"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout.splitlines()
     assert planned[-1] == ".venv/bin/python -m infra.run", planned
 
