@@ -292,10 +292,12 @@ async def freeze_and_resume(
     freeze: Callable[[], Awaitable[object]],
     heal: Callable[[], Awaitable[object]],
     nth: int,
+    attempts: int = 0,
 ) -> None:
     """The ``nth`` answer is asked for and, mid-answer, the link frozen (``freeze``) until the page
-    gives it up; after ``heal`` the page resumes within its liveness time on a new WebSocket that
-    subscribes with the cursor it had, and ends with the log's text."""
+    gives it up (and has opened ``attempts`` more sockets); after ``heal`` the page resumes within
+    its liveness time on a new WebSocket that subscribes with the cursor it had, and ends with the
+    log's text."""
     cid = await page.evaluate("window.tokenlog.conversationId")
     prompt = f"Answer {nth} across a dead link [[tokens=300]] [[rate=40]]"
     await page.fill("#text", prompt)
@@ -308,6 +310,7 @@ async def freeze_and_resume(
     await wait_js(page, f"!{LIVE}", timeout_ms=60_000)  # the page noticed: nothing came for too long
     assert await page.locator(".turn.streaming").count() == 1  # it was mid-answer
     cursor = await page.evaluate("window.tokenlog.cursor")
+    await wait_for(lambda: len(sockets) >= before + attempts, timeout_s=60)
     await heal()
 
     def resumed() -> list[Socket]:
@@ -325,6 +328,7 @@ async def freeze_and_resume(
     transcript = await log_transcript(stack, cid)
     [answer] = [a for a in transcript.answers.values() if a.started and a.started.prompt_text == prompt]
     assert await answer_text(page, nth) == answer.text
+    assert await page.evaluate("window.tokenlog.transport") == "ws"
 
 
 async def _dead_links(stack: Stack, proxied: Proxied, chromium: str, shots: Path) -> None:
@@ -348,14 +352,16 @@ async def _dead_links(stack: Stack, proxied: Proxied, chromium: str, shots: Path
 
         await freeze_and_resume(stack, page, sockets, freeze=stall, heal=unstall, nth=0)
 
-        # (b) The browser goes offline (open WebSockets are neither closed nor errored).
+        # (b) The browser goes offline (open WebSockets are neither closed nor errored), and stays
+        # so while the page tries three new sockets (failures offline do not mean WebSocket is
+        # blocked: the page stays on WebSocket).
         async def offline() -> None:
             await context.set_offline(True)
 
         async def online() -> None:
             await context.set_offline(False)
 
-        await freeze_and_resume(stack, page, sockets, freeze=offline, heal=online, nth=1)
+        await freeze_and_resume(stack, page, sockets, freeze=offline, heal=online, nth=1, attempts=3)
         await page.screenshot(path=str(shots / "resumed-after-dead-links.png"))
         await context.close()
 
