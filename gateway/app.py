@@ -58,7 +58,7 @@ from gateway.models import (
 )
 from gateway.service import Gateway
 from gateway.settings import GatewaySettings
-from gateway.wire import control_json, parse_client_frame, sse_comment, sse_event, sse_retry
+from gateway.wire import control_json, heartbeat_json, parse_client_frame, sse_event, sse_retry
 from schemas.cursor import Position, parse
 from schemas.errors import CursorError
 from schemas.records import TERMINAL_TYPES, ResponseStarted
@@ -339,7 +339,10 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
         last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     ) -> Response:
         """The conversation as Server-Sent Events: ``id:`` on every event is its cursor; resumes
-        from ``Last-Event-ID``, ``?cursor=`` or ``?lastEventId=``; with none, a snapshot first."""
+        from ``Last-Event-ID``, ``?cursor=`` or ``?lastEventId=``; with none, a snapshot first.
+        ``event: heartbeat`` (``{"type":"heartbeat","heartbeat_s":...}``, no ``id:``) comes first
+        and after every ``heartbeat_s`` of idleness: a client that hears nothing for longer than
+        its liveness time (default 2 x heartbeat_s + 2 s) reconnects with its last cursor."""
         identity = identify(authorization, access_token)
         check_cid(cid)
         position = parse_position(last_event_id, cursor, lastEventId)
@@ -358,8 +361,11 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
 
     async def sse_stream(conn: Connection, identity: Identity) -> AsyncIterator[bytes]:
         delivered = gw.metrics.delivered.labels("sse")
+        # A named event, not a comment: a browser's EventSource never shows comments to its page,
+        # and its liveness timer needs to hear something. No ``id:``: it moves no cursor.
+        heartbeat = sse_event(heartbeat_json(settings.heartbeat_s), event="heartbeat")
         try:
-            yield sse_retry(settings.retry_ms)
+            yield sse_retry(settings.retry_ms) + heartbeat  # the interval, before anything else
             while True:
                 if time.time() >= identity.expires_at:
                     conn.close(Unauthorized("token expired", reason="expired"))
@@ -367,7 +373,7 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
                 if items is None:
                     break
                 if not items:
-                    yield sse_comment("heartbeat")
+                    yield heartbeat
                     continue
                 chunk = []
                 for item in items:
@@ -507,7 +513,10 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
             await gw.open(
                 conn,
                 position,
-                lambda path: Control("subscribed", control_json("subscribed", ref=ref, path=path)),
+                lambda path: Control(
+                    "subscribed",
+                    control_json("subscribed", ref=ref, path=path, heartbeat_s=settings.heartbeat_s),
+                ),
             )
             return "subscribe"
         if kind == "prompt":
@@ -534,12 +543,16 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
 
     async def ws_writer(ws: WebSocket, conn: Connection, identity: Identity) -> tuple[int, str] | None:
         delivered = gw.metrics.delivered.labels("ws")
+        heartbeat = heartbeat_json(settings.heartbeat_s)
         while True:
             items = await conn.take(settings.heartbeat_s)
             if items is None:
                 break
             if time.time() >= identity.expires_at:
                 conn.close(Unauthorized("token expired", reason="expired"))
+                continue
+            if not items:  # idle: the client's liveness timer hears the link is alive
+                await ws_send(ws, heartbeat)
                 continue
             refused = await ws_write(ws, conn, items)
             if refused is not None:
@@ -712,9 +725,13 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
                     "summary": "Websocket",
                     "description": (
                         "WebSocket stream of the conversation (upgrade). Client frames: subscribe "
-                        "{cursor?}, prompt, cancel, ping; server frames: subscribed, snapshot, resync, "
-                        "the log's events (each with its cursor), ack, pong, error. Close codes and what "
-                        "the client does next: see the README's error table."
+                        "{cursor?}, prompt, cancel, ping; server frames: subscribed {path, heartbeat_s}, "
+                        "snapshot, resync, the log's events (each with its cursor), ack, pong, error, and "
+                        "heartbeat {heartbeat_s} after every heartbeat_s seconds of idleness. A client "
+                        "that hears no frame of any kind for longer than its liveness time (default "
+                        "2 x heartbeat_s + 2 s) treats the link as dead: it closes the socket and "
+                        "resumes with its last cursor. Close codes and what the client does next: see "
+                        "the README's error table."
                     ),
                     "parameters": [
                         {"name": "cid", "in": "path", "required": True, "schema": {"type": "string"}},

@@ -8,6 +8,11 @@ async with Client("http://127.0.0.1:8000", token) as client:
     async for frame in follower.frames():   # reconnects and resumes by itself
         ...
 ```
+
+A connection on which nothing arrives (no frame, no heartbeat) for the follower's liveness time
+is dead: it is closed (``ended == "dead"``) and ``frames()`` resumes from the cursor. The time is
+``liveness_s`` when given, else derived from the heartbeat interval the server announces
+(``gateway.wire.liveness_s``; 15 s assumed until it does).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import asyncio
 import contextlib
 import random
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +30,12 @@ import orjson
 import websockets
 
 from gateway.wire import SSEDecoder
+from gateway.wire import liveness_s as liveness_for
 
 RESUME_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 4000})
 """WebSocket closes after which the client reconnects and resumes (errors.py's table)."""
+ASSUMED_HEARTBEAT_S = 15.0
+"""The server's heartbeat interval until it announces its own (the gateway's default)."""
 
 
 class ClientError(Exception):
@@ -45,19 +53,74 @@ class Connection:
 
     frames: list[dict[str, Any]] = field(default_factory=list)
     ended: str = ""
-    """``limit`` (the caller stopped reading), ``eof`` (SSE stream ended), ``close:<code>``."""
+    """``limit`` (the caller stopped reading), ``eof`` (SSE stream ended), ``close:<code>``,
+    ``dead`` (nothing arrived within the liveness time)."""
+    heartbeats: int = 0
+    """Heartbeats heard (they keep the link alive; they are not frames of the conversation)."""
+
+
+class Liveness:
+    """The dead-link timer of one connection: a timeout that every arrival pushes back by
+    ``seconds`` (read at each arrival, so an interval the server announces applies at once)."""
+
+    def __init__(self, seconds: Callable[[], float]) -> None:
+        self._seconds = seconds
+        self._timeout = asyncio.timeout(seconds())
+
+    async def __aenter__(self) -> Liveness:
+        await self._timeout.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._timeout.__aexit__(*exc)
+
+    def heard(self) -> None:
+        """Something arrived: the link is alive for ``seconds`` more."""
+        self._timeout.reschedule(asyncio.get_running_loop().time() + self._seconds())
+
+    @property
+    def expired(self) -> bool:
+        return self._timeout.expired()
 
 
 class Follower:
     """Follows one conversation; ``cursor`` is the last event (or snapshot) received."""
 
-    def __init__(self, client: Client, conversation_id: str, transport: str, cursor: str | None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        conversation_id: str,
+        transport: str,
+        cursor: str | None,
+        liveness_s: float | None = None,
+    ) -> None:
         self.client = client
         self.conversation_id = conversation_id
         self.transport = transport
         self.cursor = cursor
         self.received: list[dict[str, Any]] = []
         self.connections: list[Connection] = []
+        self.heartbeat_s: float | None = None
+        """The server's heartbeat interval, once it announced one."""
+        self._liveness_s = liveness_s
+
+    @property
+    def liveness_s(self) -> float:
+        """How long a connection may stay silent before it is treated as dead."""
+        if self._liveness_s is not None:
+            return self._liveness_s
+        return liveness_for(self.heartbeat_s or ASSUMED_HEARTBEAT_S)
+
+    def _heard(self, frame: dict[str, Any], conn: Connection) -> bool:
+        """Learn the heartbeat interval a frame announces; True for a heartbeat (consumed here,
+        not a frame of the conversation)."""
+        interval = frame.get("heartbeat_s")
+        if frame.get("type") in ("subscribed", "heartbeat") and isinstance(interval, int | float):
+            self.heartbeat_s = float(interval)
+        if frame.get("type") == "heartbeat":
+            conn.heartbeats += 1
+            return True
+        return False
 
     def _note(self, frame: dict[str, Any], conn: Connection) -> None:
         conn.frames.append(frame)
@@ -71,14 +134,15 @@ class Follower:
         """One connection: read until ``max_frames`` frames, ``until(frame)``, or the server ends it."""
         conn = Connection()
         self.connections.append(conn)
-        try:
-            async with asyncio.timeout(timeout_s):
+        alive = Liveness(lambda: self.liveness_s)  # from the connection attempt: a dead link may
+        try:  # accept the TCP connection and never answer
+            async with asyncio.timeout(timeout_s), alive:
                 if self.transport == "sse":
-                    await self._sse(conn, max_frames, until)
+                    await self._sse(conn, alive, max_frames, until)
                 else:
-                    await self._ws(conn, max_frames, until)
+                    await self._ws(conn, alive, max_frames, until)
         except TimeoutError:
-            conn.ended = conn.ended or "timeout"
+            conn.ended = "dead" if alive.expired else conn.ended or "timeout"
         except (httpx.TransportError, OSError):
             conn.ended = "broken"  # the connection broke (a gateway died): resume elsewhere
         return conn
@@ -92,7 +156,7 @@ class Follower:
             return True
         return False
 
-    async def _sse(self, conn: Connection, max_frames: int | None, until: Any) -> None:
+    async def _sse(self, conn: Connection, alive: Liveness, max_frames: int | None, until: Any) -> None:
         params = {"access_token": self.client.token}
         headers = {"Last-Event-ID": self.cursor} if self.cursor else {}
         url = f"{self.client.base_url}/v1/conversations/{self.conversation_id}/events"
@@ -107,25 +171,41 @@ class Follower:
                     frame = orjson.loads(data)
                     if kind == "error" and "error" in frame:
                         frame = {"type": "error", **frame["error"]}
+                    if self._heard(frame, conn):
+                        continue
                     self._note(frame, conn)
                     if self._done(conn, frame, max_frames, until):
                         return
+                alive.heard()  # any bytes (a large frame may take more than one read), after the
+                # interval they may announce is learnt
             conn.ended = "eof"
 
-    async def _ws(self, conn: Connection, max_frames: int | None, until: Any) -> None:
+    async def _ws(self, conn: Connection, alive: Liveness, max_frames: int | None, until: Any) -> None:
         query = urllib.parse.urlencode({"access_token": self.client.token})
         base = self.client.base_url.replace("http://", "ws://").replace("https://", "wss://")
         url = f"{base}/v1/conversations/{self.conversation_id}/ws?{query}"
         try:
             # No receive flow control: a follower that stops reading early still gets to the
             # server's close frame behind the frames in flight (else close() waits its timeout).
-            async with websockets.connect(url, compression=None, max_size=2**24, max_queue=None) as ws:
-                await ws.send(orjson.dumps({"type": "subscribe", "cursor": self.cursor}).decode())
-                async for message in ws:
-                    frame = orjson.loads(message)
-                    self._note(frame, conn)
-                    if self._done(conn, frame, max_frames, until):
-                        return
+            # The liveness timer bounds the opening handshake too (open_timeout=None).
+            async with websockets.connect(
+                url, compression=None, max_size=2**24, max_queue=None, open_timeout=None
+            ) as ws:
+                try:
+                    await ws.send(orjson.dumps({"type": "subscribe", "cursor": self.cursor}).decode())
+                    async for message in ws:
+                        frame = orjson.loads(message)
+                        heartbeat = self._heard(frame, conn)
+                        alive.heard()  # after the interval the frame may announce is learnt
+                        if heartbeat:
+                            continue
+                        self._note(frame, conn)
+                        if self._done(conn, frame, max_frames, until):
+                            return
+                except asyncio.CancelledError:
+                    if alive.expired:  # a dead link: no close handshake to wait for on it
+                        ws.transport.abort()
+                    raise
         except websockets.InvalidStatus as exc:
             body = exc.response.body or b"{}"
             raise ClientError(exc.response.status_code, orjson.loads(body)) from exc
@@ -214,8 +294,17 @@ class Client:
             raise ClientError(response.status_code, response.json())
         return dict(response.json())
 
-    def follow(self, conversation_id: str, *, transport: str = "sse", cursor: str | None = None) -> Follower:
-        return Follower(self, conversation_id, transport, cursor)
+    def follow(
+        self,
+        conversation_id: str,
+        *,
+        transport: str = "sse",
+        cursor: str | None = None,
+        liveness_s: float | None = None,
+    ) -> Follower:
+        """A follower of the conversation; ``liveness_s`` overrides the dead-link time derived from
+        the server's heartbeat interval."""
+        return Follower(self, conversation_id, transport, cursor, liveness_s)
 
 
 # --------------------------------------------------------------------------- command line

@@ -82,6 +82,9 @@ class GatewaySettings:
     queue_frames: int = 4096
     """Frames queued per connection; a client further behind is told to resume."""
     heartbeat_s: float = 15.0
+    """An idle stream (SSE and WebSocket) sends a ``heartbeat`` frame this often; the WebSocket's
+    ``subscribed`` frame and every heartbeat carry it, and clients treat a link that is silent for
+    ``gateway.wire.liveness_s`` of it (2x + 2 s) as dead and resume from their cursor."""
     retry_ms: int = 1000
     """The SSE ``retry:`` hint: how long a browser waits before reconnecting."""
     max_body_bytes: int = 64 * 1024
@@ -241,6 +244,8 @@ class GatewaySettings:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if not self.heartbeat_s > 0:  # 0 would spin an idle stream's writer (and NaN never ticks)
+            raise ValueError("heartbeat_s must be above 0")
         if self.dev_mode and not is_loopback(self.host) and not self.dev_mode_allow_remote:
             raise ValueError(
                 f"development mode issues a token to anyone who asks: it listens on loopback only, "

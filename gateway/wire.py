@@ -11,7 +11,11 @@ Server frames are JSON objects with a ``type``; every frame that is an event car
 - events: ``response.started``, ``token``, ``response.completed``, ``response.failed``,
   ``response.cancelled``, ``response.resumed``: the event's fields (``schemas.records``) plus
   ``type`` and ``cursor``. Clients apply the reader rule of ``schemas/answers.py``.
-- WebSocket only: ``subscribed``, ``ack``, ``pong``, ``error``.
+- ``heartbeat``: ``{"type":"heartbeat","heartbeat_s":...}`` after every ``heartbeat_s`` of
+  idleness (SSE: also first, as ``event: heartbeat`` with no ``id:``, so it moves no cursor); a
+  client that hears nothing (of any kind) for longer than its liveness time (``liveness_s``)
+  treats the link as dead and resumes from its cursor;
+- WebSocket only: ``subscribed`` (with ``heartbeat_s``), ``ack``, ``pong``, ``error``.
 """
 
 from __future__ import annotations
@@ -61,6 +65,22 @@ _FRAME_FIELDS: dict[type[Any], tuple[str, ...]] = {
 
 def control_json(kind: str, **fields: Any) -> bytes:
     return orjson.dumps({"type": kind, **fields})
+
+
+def heartbeat_json(heartbeat_s: float) -> bytes:
+    """The frame a stream sends when it has been idle ``heartbeat_s`` (it carries the interval,
+    so a client that joins without a ``subscribed`` frame, SSE's, learns it too)."""
+    return control_json("heartbeat", heartbeat_s=heartbeat_s)
+
+
+LIVENESS_MARGIN_S = 2.0
+"""Added to twice the server's heartbeat interval: a client's default liveness time."""
+
+
+def liveness_s(heartbeat_s: float) -> float:
+    """How long a client waits for a frame (of any kind) before it treats the link as dead:
+    two heartbeat intervals and a margin (one late heartbeat is not a dead link)."""
+    return 2 * heartbeat_s + LIVENESS_MARGIN_S
 
 
 # --------------------------------------------------------------------------- SSE
