@@ -17,7 +17,14 @@ import websockets
 from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from schemathesis.checks import not_a_server_error
+from schemathesis import GenerationMode
+from schemathesis.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from schemathesis.core.result import Ok
 
 from gateway.client import Client
@@ -36,36 +43,69 @@ CODES = frozenset(RULES)
 """Every error code the gateway may answer with (errors.py's table)."""
 MAX_FRAME = 64 * 1024
 """The gateway's default WebSocket frame limit (TOKENLOG_GATEWAY_MAX_WS_FRAME_BYTES)."""
-STREAMING = r"/events$|/stream$|^/api/chat$"
-"""Routes that hold a response open (SSE, the AI SDK): fuzzed elsewhere in this module."""
+EVERY_ROUTE = (
+    "POST /v1/conversations/{cid}/prompts",
+    "POST /v1/conversations/{cid}/cancel",
+    "GET /v1/conversations/{cid}",
+    "GET /v1/conversations/{cid}/events",
+    "GET /v1/conversations/{cid}/ws",
+    "POST /api/chat",
+    "GET /api/chat/{cid}/stream",
+    "POST /v1/dev/token",
+    "GET /healthz",
+    "GET /readyz",
+    "GET /metrics",
+)
+NO_INPUT = ("GET /healthz", "GET /readyz", "GET /metrics")
+CONFORMANCE = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+"""No 5xx; only statuses, media types and bodies the OpenAPI document declares for the operation
+(every error there is the typed ``ErrorBody``, its code one of the table's)."""
+REJECTED = (400, 404, 413)
+"""What invalid input gets: ``invalid_request``/``invalid_cursor``, ``not_found`` (an id with a
+``/`` names no route), ``payload_too_large``."""
 
 
-def test_no_generated_request_gets_a_server_error(stack: Stack, gw: GatewayProc) -> None:
-    """schemathesis: every operation of the OpenAPI document, with valid and invalid parameters
-    and bodies, as a real user (the streaming routes are fuzzed below)."""
-    schema = schemathesis.openapi.from_url(f"{gw.url}/openapi.json").exclude(path_regex=STREAMING)
-    headers = {"Authorization": f"Bearer {stack.token('fuzz-user')}"}
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
+def test_every_operation_answers_generated_requests_as_its_openapi_document_says(
+    stack: Stack, gw: GatewayProc, mode: GenerationMode
+) -> None:
+    """schemathesis over every operation, the streaming ones too (each stream is read up to its
+    first event, within the request timeout), as a real user: valid requests (positive) and
+    requests that break the document (negative: each must be refused with a typed 4xx)."""
+    schema = schemathesis.openapi.from_url(f"{gw.url}/openapi.json")
+    schema.config.max_stream_events = 1
+    schema.config.checks.negative_data_rejection.expected_statuses = [str(s) for s in REJECTED]
+    headers = {"Authorization": f"Bearer {stack.token(unique('fuzz-user'))}"}
     results = list(schema.get_all_operations())
     assert all(isinstance(r, Ok) for r in results), "the OpenAPI document has an invalid operation"
     operations = [r.ok() for r in results if isinstance(r, Ok)]
-    assert len(operations) >= 4
+    assert sorted(op.label for op in operations) == sorted(EVERY_ROUTE)
+    checks = CONFORMANCE + ([negative_data_rejection] if mode is GenerationMode.NEGATIVE else [])
     statuses: Counter[int] = Counter()
-    for operation in operations:
+    takes_input = [op for op in operations if op.label not in NO_INPUT]  # nothing to break there
+    for operation in takes_input if mode is GenerationMode.NEGATIVE else operations:
 
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-        @given(case=operation.as_strategy())
+        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(case=operation.as_strategy(generation_mode=mode))
         def call(case: Any) -> None:
-            response = case.call_and_validate(headers=headers, checks=[not_a_server_error], timeout=10)
+            response = case.call_and_validate(headers=headers, checks=checks, timeout=10)
             statuses[response.status_code] += 1
             if response.status_code >= 400:
                 assert response.json()["error"]["code"] in CODES, response.text
 
         call()
     print(
-        f"schemathesis: {sum(statuses.values())} requests over {len(operations)} operations: {dict(statuses)}"
+        f"schemathesis {mode}: {sum(statuses.values())} requests over {len(operations)} operations:",
+        dict(statuses),
     )
-    assert sum(statuses.values()) >= 5 * len(operations)
-    assert any(code >= 400 for code in statuses), "invalid input was generated and refused"
+    assert sum(statuses.values()) >= 5 * len(takes_input)
+    if mode is GenerationMode.NEGATIVE:
+        assert set(statuses) >= {400}, "invalid input was generated and refused"
     assert httpx.get(f"{gw.url}/readyz", timeout=10).status_code == 200
 
 
