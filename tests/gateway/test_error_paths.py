@@ -326,7 +326,7 @@ def test_every_row_of_the_error_table_has_a_test_that_asserts_it() -> None:
         rule = RULES[code]
         marks = {f'"{code}"'} | {str(n) for n in (rule.status, rule.close_code) if n}
         if code == "internal":
-            marks = {"not_a_server_error"}
+            marks = {"not_a_server_error", "CONFORMANCE"}  # test_bad_input's checks, not_a_server_error first
         for name in tests:
             module, function = name.split("::")
             source = inspect.getsource(getattr(importlib.import_module(f"tests.gateway.{module}"), function))
