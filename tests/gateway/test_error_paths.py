@@ -86,7 +86,7 @@ async def _sse_until_it_ends(gw: GatewayProc, cid: str, token: str) -> list[tupl
     async with httpx.AsyncClient(timeout=httpx.Timeout(10, read=60)) as http:
         url = f"{gw.url}/v1/conversations/{cid}/events"
         params = {"access_token": token, "cursor": "beginning"}  # the answer's every event
-        async with http.stream("GET", url, params=params) as response:
+        async with asyncio.timeout(60), http.stream("GET", url, params=params) as response:  # it ends
             assert response.status_code == 200
             async for chunk in response.aiter_bytes():
                 events += decoder.feed(chunk)
