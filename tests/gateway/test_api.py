@@ -34,7 +34,7 @@ async def prompts_of(bootstrap: str, partition: int, cid: str) -> list[str]:
         tp = TopicPartition(PROMPTS_TOPIC, partition)
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
-        await consumer.seek_to_beginning(tp)
+        consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])  # explicit: no reset policy
         ids: list[str] = []
         while await consumer.position(tp) < end:
             for record in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
