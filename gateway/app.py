@@ -19,8 +19,9 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import FastAPI, Header, Query, Request, WebSocket
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
@@ -48,13 +49,16 @@ from gateway.errors import (
 )
 from gateway.limits import acting_user
 from gateway.models import (
+    CONVERSATION_ERRORS,
     ERROR_RESPONSES,
     ID_PATTERN,
     Accepted,
     CancelBody,
+    ChatBody,
     DevToken,
     DevTokenBody,
     PromptBody,
+    error_responses,
 )
 from gateway.service import Gateway
 from gateway.settings import GatewaySettings
@@ -204,6 +208,7 @@ class SecurityHeaders:
 
 Auth = Annotated[str | None, Header(description="Bearer <token>")]
 Token = Annotated[str | None, Query(description="the bearer token, for clients that cannot set headers")]
+Cid = Annotated[str, PathParam(pattern=ID_PATTERN, max_length=128, description="the conversation id")]
 _CID = re.compile(ID_PATTERN)
 
 
@@ -270,14 +275,14 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 405:
-            return error_response(MethodNotAllowed(str(exc.detail)))
+        if exc.status_code == 405:  # with the Allow header Starlette names
+            response = error_response(MethodNotAllowed(str(exc.detail)))
+            response.headers.update(exc.headers or {})
+            return response
         if exc.status_code == 404:
             return error_response(NotFound("no such route"))
-        return JSONResponse(
-            {"error": {"code": "http_error", "message": str(exc.detail), "action": "stop"}},
-            status_code=exc.status_code,
-        )
+        error = InvalidRequest if exc.status_code < 500 else Internal  # typed, whatever else comes
+        return error_response(error(str(exc.detail)))
 
     @app.exception_handler(Exception)
     async def crashed(_: Request, exc: Exception) -> Response:
@@ -292,9 +297,14 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
 
     # ------------------------------------------------------------------ commands
 
-    @app.post("/v1/conversations/{cid}/prompts", status_code=202, response_model=Accepted)
+    @app.post(
+        "/v1/conversations/{cid}/prompts",
+        status_code=202,
+        response_model=Accepted,
+        responses={**CONVERSATION_ERRORS, **error_responses(409)},
+    )
     async def submit_prompt(
-        cid: str, body: PromptBody, authorization: Auth = None, access_token: Token = None
+        cid: Cid, body: PromptBody, authorization: Auth = None, access_token: Token = None
     ) -> Accepted:
         """Submit a prompt; 202 once it is durable in ``conversation.prompts``. Idempotent on
         ``prompt_id``."""
@@ -303,9 +313,14 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
             raise PayloadTooLarge(f"prompt text over {settings.max_prompt_chars} characters")
         return await gw.submit_prompt(check_cid(cid), identity, body)
 
-    @app.post("/v1/conversations/{cid}/cancel", status_code=202, response_model=Accepted)
+    @app.post(
+        "/v1/conversations/{cid}/cancel",
+        status_code=202,
+        response_model=Accepted,
+        responses=CONVERSATION_ERRORS,
+    )
     async def cancel(
-        cid: str, body: CancelBody | None = None, authorization: Auth = None, access_token: Token = None
+        cid: Cid, body: CancelBody | None = None, authorization: Auth = None, access_token: Token = None
     ) -> Accepted:
         """Cancel the running answer (or the one named); 202 once the request is durable."""
         identity = identify(authorization, access_token)
@@ -313,9 +328,9 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
 
     # ------------------------------------------------------------------ snapshot
 
-    @app.get("/v1/conversations/{cid}")
+    @app.get("/v1/conversations/{cid}", responses=CONVERSATION_ERRORS)
     async def get_conversation(
-        cid: str, authorization: Auth = None, access_token: Token = None
+        cid: Cid, authorization: Auth = None, access_token: Token = None
     ) -> dict[str, Any]:
         """The conversation's snapshot (finished turns, the live answer so far, pending prompts)
         with the ``cursor`` it reflects."""
@@ -327,10 +342,13 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
     @app.get(
         "/v1/conversations/{cid}/events",
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}, "description": "an SSE stream"}},
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "an SSE stream"},
+            **CONVERSATION_ERRORS,
+        },
     )
     async def events(  # noqa: PLR0917 - FastAPI passes route parameters by name
-        cid: str,
+        cid: Cid,
         request: Request,
         cursor: Annotated[str | None, Query(max_length=128)] = None,
         lastEventId: Annotated[str | None, Query(max_length=128)] = None,
@@ -611,19 +629,21 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
             raise
         return conn
 
-    @app.post("/api/chat", response_class=StreamingResponse)
-    async def ai_chat(request: Request, authorization: Auth = None, access_token: Token = None) -> Response:
+    @app.post(
+        "/api/chat",
+        response_class=StreamingResponse,
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "a UI message stream (v1)"},
+            **CONVERSATION_ERRORS,
+            **error_responses(409),
+        },
+    )
+    async def ai_chat(body: ChatBody, authorization: Auth = None, access_token: Token = None) -> Response:
         """Vercel AI SDK ``useChat`` (default transport): submit the last user message of chat
         ``id`` and stream its answer as a UI message stream (v1)."""
         identity = identify(authorization, access_token)
-        try:
-            body = orjson.loads(await request.body())
-        except orjson.JSONDecodeError as exc:
-            raise InvalidRequest(f"not JSON: {exc}") from exc
-        if not isinstance(body, dict) or not isinstance(body.get("id"), str):
-            raise InvalidRequest("a chat request has an id and messages")
-        cid = check_cid(body["id"])
-        found = last_user_prompt(body.get("messages"))
+        cid = body.id
+        found = last_user_prompt([m.model_dump() for m in body.messages])
         if found is None:
             raise InvalidRequest("no user message with text to answer")
         message_id, text = found
@@ -648,8 +668,16 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
             headers=AISDK_HEADERS,
         )
 
-    @app.get("/api/chat/{cid}/stream", response_class=StreamingResponse)
-    async def ai_resume(cid: str, authorization: Auth = None, access_token: Token = None) -> Response:
+    @app.get(
+        "/api/chat/{cid}/stream",
+        response_class=StreamingResponse,
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "a UI message stream (v1)"},
+            204: {"description": "no answer is being written"},
+            **CONVERSATION_ERRORS,
+        },
+    )
+    async def ai_resume(cid: Cid, authorization: Auth = None, access_token: Token = None) -> Response:
         """Vercel AI SDK ``useChat({resume: true})``: the answer being written, from its start, or
         204 when no answer is being written."""
         identity = identify(authorization, access_token)
@@ -702,12 +730,20 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": "gateway"}
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        responses={
+            503: {
+                "description": "not ready (starting, broker unreachable, reader lagging, draining)",
+                "content": {"application/json": {"schema": {"type": "object", "required": ["ready"]}}},
+            }
+        },
+    )
     async def readyz() -> Response:
         ok, detail = gw.ready()
         return JSONResponse({"ready": ok, "service": "gateway", **detail}, status_code=200 if ok else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)  # the Prometheus text format
     async def metrics() -> Response:
         gw.gauges()
         return Response(generate_latest(gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -720,6 +756,10 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
             schema = get_openapi(
                 title=app.title, version=app.version, description=app.description, routes=app.routes
             )
+            for operation in (op for ops in schema["paths"].values() for op in ops.values()):
+                operation["responses"].pop("422", None)  # validation errors leave as 400 (above)
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(unused, None)
             schema["paths"]["/v1/conversations/{cid}/ws"] = {
                 "get": {
                     "summary": "Websocket",
@@ -734,7 +774,12 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
                         "the README's error table."
                     ),
                     "parameters": [
-                        {"name": "cid", "in": "path", "required": True, "schema": {"type": "string"}},
+                        {
+                            "name": "cid",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": ID_PATTERN, "maxLength": 128},
+                        },
                         {
                             "name": "access_token",
                             "in": "query",
@@ -744,8 +789,10 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
                     ],
                     "responses": {
                         "101": {"description": "switching protocols"},
-                        "401": {"description": "missing, expired or invalid token"},
-                        "403": {"description": "not your conversation, or an Origin not allowed"},
+                        **{
+                            str(status): {"description": r["description"]}
+                            for status, r in {**ERROR_RESPONSES, **CONVERSATION_ERRORS}.items()
+                        },
                     },
                 }
             }

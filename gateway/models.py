@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from gateway.errors import RULES, Action
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 """Conversation, prompt, request and device ids."""
@@ -73,26 +75,68 @@ class DevToken(BaseModel):
     expires_at: int
 
 
+def _enum(values: list[str]) -> dict[str, JsonValue]:
+    return {"enum": list[JsonValue](values)}
+
+
 class ErrorDetail(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    code: str
+    code: str = Field(json_schema_extra=_enum(sorted(RULES)))
+    """One of the error table's codes (``errors.py``)."""
     message: str
-    action: str
+    action: str = Field(json_schema_extra=_enum([a.value for a in Action]))
 
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": what}
-    for status, what in (
-        (400, "invalid request or cursor"),
-        (401, "missing, expired or invalid token"),
-        (403, "not your conversation"),
-        (413, "body too large"),
-        (429, "rate limited"),
-        (503, "Kafka unavailable"),
-    )
-}
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses: the typed body, described by the codes of
+    the error table that travel with each."""
+    return {
+        status: {
+            "model": ErrorBody,
+            "description": "; ".join(f"{r.code}: {r.meaning}" for r in RULES.values() if r.status == status),
+        }
+        for status in statuses
+    }
+
+
+ERROR_RESPONSES = error_responses(400, 408, 413, 429)
+"""What any route may answer: the Host check and validation (400), the body limits (408, 413)
+and the per-address connection cap (429)."""
+CONVERSATION_ERRORS = error_responses(401, 403, 404, 421, 503)
+"""What a route of one conversation may answer besides: no or a bad token, another user's, no
+such conversation (or an id with a ``/``: no such route), another shard's partition, Kafka or the
+owner not answering in time."""
+
+
+class ChatPart(BaseModel):
+    """One part of a ``useChat`` message (text, file, reasoning, tool, step-start, ...): only
+    text parts are read."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str = ""
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    role: str
+    parts: list[ChatPart] = Field(default_factory=list)
+
+
+class ChatBody(BaseModel):
+    """``POST /api/chat``: the body of the AI SDK's default chat transport (``{id, messages,
+    trigger, messageId, ...}``; fields it adds are kept). The last user message with text is the
+    prompt (``aisdk.last_user_prompt``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: Id
+    messages: list[ChatMessage]

@@ -11,15 +11,40 @@ import jwt
 import orjson
 import pytest
 import websockets
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gateway.client import Client, ClientError
 from infra.process import wait_until
-from schemas.records import ResponseStarted
+from schemas.codec import PROMPTS
+from schemas.records import PromptSubmitted, ResponseStarted
+from schemas.registry import PROMPTS_TOPIC
 from tests.gateway.stack import GatewayProc, Stack
 from tests.harness import unique
 from tests.pipeline.helpers import all_finished, read_transcript
 
 pytestmark = pytest.mark.integration
+
+
+async def prompts_of(bootstrap: str, partition: int, cid: str) -> list[str]:
+    """The prompt ids of every ``PromptSubmitted`` of ``cid`` in ``conversation.prompts``, as
+    written, up to the partition's end now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(PROMPTS_TOPIC, partition)
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        consumer.seek(tp, (await consumer.beginning_offsets([tp]))[tp])  # explicit: no reset policy
+        ids: list[str] = []
+        while await consumer.position(tp) < end:
+            for record in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                if record.key == cid.encode():
+                    event = PROMPTS.decode(record.value)
+                    if isinstance(event, PromptSubmitted):
+                        ids.append(event.prompt_id)
+        return ids
+    finally:
+        await consumer.stop()
 
 
 def _error(response: httpx.Response) -> dict[str, Any]:
@@ -104,7 +129,7 @@ def test_expired_tampered_and_wrong_algorithm_tokens_get_401(stack: Stack, gw: G
 
 
 def test_prompts_are_idempotent_on_prompt_id_and_invalid_input_gets_typed_errors(
-    stack: Stack, gw: GatewayProc
+    stack: Stack, gw: GatewayProc, gw2: GatewayProc
 ) -> None:
     cid = unique("conv")
     auth = {"Authorization": f"Bearer {stack.token('alice')}"}
@@ -121,8 +146,17 @@ def test_prompts_are_idempotent_on_prompt_id_and_invalid_input_gets_typed_errors
         assert reused.status_code == 409
         assert _error(reused)["code"] == "prompt_id_reused"
         # A second gateway that never saw it writes it again: the worker still answers once.
+        elsewhere = httpx.post(
+            f"{gw2.url}/v1/conversations/{cid}/prompts", json=body, headers=auth, timeout=30
+        )
+        assert elsewhere.status_code == 202, elsewhere.text
+        assert elsewhere.json()["duplicate"] is False  # written again
+        assert elsewhere.json()["response_id"] == first.json()["response_id"]
+        # The next prompt of the partition: answered only after the worker has seen the rewrite.
         later = http.post(
-            f"/v1/conversations/{cid}/prompts", json={"prompt_id": "p-next", "text": "Next"}, headers=auth
+            f"/v1/conversations/{cid}/prompts",
+            json={"prompt_id": "p-next", "text": "Next [[tokens=2]] [[rate=0]]"},
+            headers=auth,
         )
         assert later.status_code == 202
 
@@ -160,6 +194,8 @@ def test_prompts_are_idempotent_on_prompt_id_and_invalid_input_gets_typed_errors
     )
     starts = [e for _, e in transcript.events if isinstance(e, ResponseStarted) and e.prompt_id == "p-same"]
     assert len(starts) == 1
+    written = asyncio.run(prompts_of(stack.bootstrap, first.json()["partition"], cid))
+    assert written.count("p-same") == 2  # both gateways wrote it; one answer
 
 
 def test_prompts_over_the_per_user_rate_get_429_with_retry_after(stack: Stack) -> None:
@@ -223,7 +259,10 @@ def test_websocket_prompt_cancel_and_ping_frames_are_acknowledged(stack: Stack, 
     assert acks["q"]["response_id"].startswith("r-")
     assert acks["c"]["command"] == "cancel"
     assert kinds[-1] == "response.cancelled"
-    assert sum(1 for f in frames if f["type"] == "token") < 2000
+    cancelled = frames[-1]
+    tokens = [f for f in frames if f["type"] == "token" and f["response_id"] == cancelled["response_id"]]
+    assert [t["seq"] for t in tokens] == list(range(cancelled["last_seq"] + 1))  # every token up to it, once
+    assert 3 <= cancelled["last_seq"] < 1000  # stopped after the cancel went out, long before the end
 
 
 def test_a_websocket_from_an_origin_not_on_the_allowlist_is_refused_before_the_upgrade(

@@ -13,6 +13,8 @@ import pytest
 
 from gateway.client import Client, Follower
 from gateway.service import SNAPSHOT_REUSE_S
+from infra.topics import describe
+from schemas.registry import TOKENS_TOPIC
 from tests.gateway.stack import GatewayProc, Stack, assert_matches_log, events_of, offset_of, until_all
 from tests.harness import SERVICE_HEADERS, unique, wait_for
 from tests.pipeline.helpers import all_finished, read_transcript, same_partition_ids
@@ -164,7 +166,8 @@ async def _bad_cursors(stack: Stack, gw: GatewayProc) -> None:
             assert resync["reason"] == "epoch_changed"
             assert resync["conversation"]["conversation_id"] == cid
         epoch = resync["cursor"].split(".")[1]
-        other = client.follow(cid, transport="sse", cursor=f"1.{epoch}.{(partition + 1) % 12}.3")
+        partitions = (await describe(stack.bootstrap, [TOKENS_TOPIC]))[TOKENS_TOPIC].partitions
+        other = client.follow(cid, transport="sse", cursor=f"1.{epoch}.{(partition + 1) % partitions}.3")
         await other.once(until=opened)
         assert first_frame(other, "resync")["reason"] == "wrong_partition"
         ahead = client.follow(cid, transport="ws", cursor=f"1.{epoch}.{partition}.999999999")
