@@ -46,6 +46,10 @@ class Connection:
     frames: list[dict[str, Any]] = field(default_factory=list)
     ended: str = ""
     """``limit`` (the caller stopped reading), ``eof`` (SSE stream ended), ``close:<code>``."""
+    status: int = 0
+    """The HTTP status of the SSE response or the WebSocket handshake (0: none arrived)."""
+    error: str = ""
+    """For ``broken``: the name of the exception that broke the connection."""
 
 
 class Follower:
@@ -79,8 +83,9 @@ class Follower:
                     await self._ws(conn, max_frames, until)
         except TimeoutError:
             conn.ended = conn.ended or "timeout"
-        except (httpx.TransportError, OSError):
+        except (httpx.TransportError, OSError) as exc:
             conn.ended = "broken"  # the connection broke (a gateway died): resume elsewhere
+            conn.error = type(exc).__name__
         return conn
 
     def _done(self, conn: Connection, frame: dict[str, Any], max_frames: int | None, until: Any) -> bool:
@@ -99,6 +104,7 @@ class Follower:
         async with self.client.http.stream(
             "GET", url, params=params, headers=headers, timeout=None
         ) as response:
+            conn.status = response.status_code
             if response.status_code != 200:
                 raise ClientError(response.status_code, orjson.loads(await response.aread()))
             decoder = SSEDecoder()
@@ -120,6 +126,7 @@ class Follower:
             # No receive flow control: a follower that stops reading early still gets to the
             # server's close frame behind the frames in flight (else close() waits its timeout).
             async with websockets.connect(url, compression=None, max_size=2**24, max_queue=None) as ws:
+                conn.status = 101
                 await ws.send(orjson.dumps({"type": "subscribe", "cursor": self.cursor}).decode())
                 async for message in ws:
                     frame = orjson.loads(message)
@@ -127,6 +134,7 @@ class Follower:
                     if self._done(conn, frame, max_frames, until):
                         return
         except websockets.InvalidStatus as exc:
+            conn.status = exc.response.status_code
             body = exc.response.body or b"{}"
             raise ClientError(exc.response.status_code, orjson.loads(body)) from exc
         except websockets.ConnectionClosed as exc:
