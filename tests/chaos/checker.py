@@ -296,7 +296,9 @@ def check_answers(log: LogSide, acknowledged: Mapping[str, str], *, conversation
             tally.add("not_completed", f"{name}: prompt {prompt_id}'s answer is {answer.status}")
         want = expected_text(conversation_id, prompt_id, text)
         if answer.text != want:
-            common = next((i for i, (a, b) in enumerate(zip(answer.text, want)) if a != b), None)
+            common = next(
+                (i for i, (a, b) in enumerate(zip(answer.text, want, strict=False)) if a != b), None
+            )
             at = common if common is not None else min(len(answer.text), len(want))
             tally.add(
                 "wrong_text",

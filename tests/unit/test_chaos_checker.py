@@ -175,9 +175,9 @@ def sealed(events: list[TokenEvent]) -> list[TokenEvent]:
     heads: dict[str, bytes] = {}
     out = []
     for event in events:
-        event = seal(event, heads.get(event.response_id, GENESIS))
-        heads[event.response_id] = event.hash
-        out.append(event)
+        linked = seal(event, heads.get(event.response_id, GENESIS))
+        heads[event.response_id] = linked.hash
+        out.append(linked)
     return out
 
 
@@ -224,7 +224,7 @@ def test_a_failover_log_with_a_fenced_zombie_write_is_clean() -> None:
         # one delta written twice (a retried produce that was not de-duplicated)
         (
             "doubled seq",
-            lambda: (lambda a: [*a[:3], a[2], *a[3:]])(answer("p-1")) + answer("p-2"),
+            lambda: doubled(answer("p-1"), 2) + answer("p-2"),
             {"log_doubled": 1},
         ),
         # the prompt generated again from scratch, later: a second attempt-0 start and its deltas
@@ -259,6 +259,11 @@ def test_a_failover_log_with_a_fenced_zombie_write_is_clean() -> None:
 def test_each_defect_of_the_log_is_named(name: str, events: Any, expected: dict[str, int]) -> None:
     acknowledged = {"p-1": PROMPTS["p-1"]} if name == "extra answer" else PROMPTS
     assert judged_log(events(), acknowledged) == expected
+
+
+def doubled(events: list[TokenEvent], index: int) -> list[TokenEvent]:
+    """``events`` with the one at ``index`` written twice in a row."""
+    return [*events[: index + 1], events[index], *events[index + 1 :]]
 
 
 def second_terminal() -> TokenEvent:
