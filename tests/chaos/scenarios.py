@@ -12,6 +12,7 @@ import signal
 from tests.chaos.checker import LogSide
 from tests.chaos.proxy import FaultProxy, ProxyThread
 from tests.chaos.world import Check, Run, Scenario, took_over
+from tests.harness import wait_for
 from tests.pipeline.helpers import snapshot_at
 
 DROPPED = frozenset(
@@ -23,6 +24,9 @@ GOING_AWAY = frozenset({"error going_away", "close 1012"})
 """A gateway shutting down tells its clients so (after SIGKILL, nothing does)."""
 UNAVAILABLE = frozenset({"error unavailable", "close 1013", "http 503 unavailable"})
 """The gateway cannot reach Kafka in time."""
+READS_LIMITED = frozenset({"error too_many_reads", "close 4429", "http 429 too_many_reads"})
+"""Every client of the user catching up at once on a fresh gateway (cold window cache) meets the
+per-user budget of log reads, and retries."""
 SLOW = frozenset({"error slow_client", "close 4000"})
 """A client behind a thin pipe fell too far behind and resumes from its cursor."""
 
@@ -80,16 +84,19 @@ async def worker_killed(r: Run) -> None:
 
 
 async def stale_worker(r: Run) -> None:
-    """The worker that owns a streaming conversation paused (SIGSTOP) long enough for the group
-    to hand its partitions over, then resumed: what it still writes is fenced (the log holds
-    such writes), and no client may apply it."""
+    """The worker that owns a streaming conversation paused (SIGSTOP) until the group has handed
+    its partitions over and the successor's takeover of that answer is in the log, then resumed
+    with overdue tokens to write: what it still writes is fenced (the log must hold such writes),
+    and no client may apply it."""
     await r.streaming(30)
-    _, index = await owner_of_a_streaming_conversation(r)
+    cid, index = await owner_of_a_streaming_conversation(r)
     proc = r.world.workers[index]
+    takeovers = r.takeovers(cid)
     r.strike(f"worker-{index} SIGSTOP")
     r.signal(proc, signal.SIGSTOP)
     try:
         await r.world.handed_over(proc)  # its 6 s session timed out: the other worker took over
+        await wait_for(lambda: r.takeovers(cid) > takeovers, timeout_s=60, interval_s=0.1)
     finally:
         r.signal(proc, signal.SIGCONT)
 
@@ -225,7 +232,7 @@ async def storm(r: Run) -> None:
 
 
 SCENARIOS: dict[str, Scenario] = {
-    "gateway_killed": Scenario(gateway_killed, DROPPED),
+    "gateway_killed": Scenario(gateway_killed, DROPPED | READS_LIMITED),
     "gateway_paused": Scenario(gateway_paused),
     "worker_killed": Scenario(worker_killed, prompts=3),
     "stale_worker": Scenario(stale_worker, prompts=3),

@@ -30,6 +30,7 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.structs import TopicPartition
 
 from gateway.client import Client, ClientError, Connection, Follower
+from gateway.wire import is_event
 from infra.broker import LocalBroker, LocalCluster
 from infra.process import ManagedProcess, free_port
 from schemas.codec import TOKENS
@@ -208,6 +209,8 @@ class Result:
     tally: Tally
     reconnects: int
     seconds: float
+    fenced_writes: int = 0
+    """Writes of fenced workers the log holds (a zombie's, which no client may apply)."""
     expected_errors: Counter[str] = field(default_factory=Counter)
     """The errors the clients met that the scenario expects (the unexpected ones are the tally's
     ``errors``)."""
@@ -218,6 +221,7 @@ class Result:
             "seed": self.seed,
             **self.tally.row(),
             "expected_errors": sum(self.expected_errors.values()),
+            "fenced_writes": self.fenced_writes,
             "reconnects": self.reconnects,
         }
 
@@ -333,6 +337,16 @@ class Run:
                 elif frame.get("type") in TERMINAL_TYPES:
                     ended.add(str(rid))
         return sorted({cid for rid, cid in started.items() if rid not in ended and cid in self.partitions})
+
+    def takeovers(self, cid: str) -> int:
+        """Takeover records (``response.resumed``) the followers of ``cid`` have received."""
+        return sum(
+            1
+            for f in self.followers
+            if f.conversation_id == cid
+            for frame in f.received
+            if frame.get("type") == "response.resumed"
+        )
 
     def tokens_received(self, conversations: set[str] | None = None) -> int:
         return sum(
@@ -497,20 +511,12 @@ async def judge(r: Run, scenario: Scenario, logs: dict[str, LogSide]) -> tuple[T
         first = r.strikes[0].at_ms
         for reader in r.readers:
             f = reader.follower
-            if not any(at > first and any(is_token_event(x) for x in c.frames) for at, c in reader.opened):
+            if not any(at > first and any(is_event(x) for x in c.frames) for at, c in reader.opened):
                 tally.add(
                     "no_effect",
                     f"{f.transport} follower of {f.conversation_id} never read on after the fault",
                 )
     return tally, expected
-
-
-def is_token_event(frame: dict[str, Any]) -> bool:
-    return isinstance(frame.get("cursor"), str) and frame.get("type") not in (
-        "subscribed",
-        "snapshot",
-        "resync",
-    )
 
 
 async def run(world: World, name: str, scenario: Scenario, plan: Plan, seed: int) -> Result:
@@ -577,4 +583,5 @@ async def run(world: World, name: str, scenario: Scenario, plan: Plan, seed: int
         run_tally, expected = await judge(r, scenario, logs)
         tally.merge(run_tally)
         reconnects = sum(len(f.connections) for f in r.followers)
-    return Result(name, seed, tally, reconnects, round(time.monotonic() - began, 1), expected)
+    fenced = sum(len(log.fenced | log.dropped) for log in logs.values())
+    return Result(name, seed, tally, reconnects, round(time.monotonic() - began, 1), fenced, expected)
