@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from gateway.client import ClientError, Connection
 from gateway.wire import control_json, event_json
 from pipeline.ids import response_id
 from schemas.chain import GENESIS, seal
@@ -23,6 +24,7 @@ from schemas.records import (
     TokenEvent,
 )
 from tests.chaos.checker import DEMO, KINDS, LogSide, check, check_answers
+from tests.chaos.world import Scenario, error_labels, exception_label, streaming_at
 
 CID = "conv-chaos"
 
@@ -284,3 +286,33 @@ def test_a_restart_that_throws_accepted_text_away_is_a_regeneration() -> None:
         head = again[-1].hash
     done = seal(ResponseCompleted(CID, rid, len(tokens) - 1, 0, attempt=1), head)
     assert judged_log([*first, restart, *again, done, *answer("p-2")]) == {"regenerated": 1}
+
+
+# --------------------------------------------------------------------------- what the run adds
+
+
+def test_a_fault_is_mid_answer_only_between_an_answers_start_and_its_end_by_the_logs_times() -> None:
+    log = LogSide.of(placed([answer("p-1", at=1_000)[0], answer("p-1", at=2_000)[-1]]))
+    assert streaming_at([log], 1_500)
+    assert not streaming_at([log], 999)
+    assert not streaming_at([log], 2_000)
+    unfinished = LogSide.of(placed(answer("p-2", at=3_000)[:2]))
+    assert streaming_at([log, unfinished], 10_000)
+
+
+def test_every_error_a_connection_met_is_labelled_and_only_the_expected_ones_pass() -> None:
+    conn = Connection(frames=[{"type": "token"}, {"type": "error", "code": "going_away"}], ended="close:1012")
+    assert error_labels(conn) == ["error going_away", "close 1012"]
+    assert error_labels(Connection(ended="broken", error="ReadError")) == ["broken ReadError"]
+    assert error_labels(Connection(ended="limit")) == []
+    assert exception_label(ClientError(503, {"error": {"code": "unavailable"}})) == "http 503 unavailable"
+    assert exception_label(ValueError("x")) == "raised ValueError"
+
+    async def nothing(_: Any) -> None:
+        return None
+
+    scenario = Scenario(nothing, frozenset({"broken *", "error going_away"}))
+    assert scenario.expected("broken ReadError")
+    assert scenario.expected("error going_away")
+    assert not scenario.expected("error internal")
+    assert not scenario.expected("close 1011")
