@@ -316,3 +316,5 @@ def test_every_error_a_connection_met_is_labelled_and_only_the_expected_ones_pas
     assert scenario.expected("error going_away")
     assert not scenario.expected("error internal")
     assert not scenario.expected("close 1011")
+    assert scenario.expected("submit http 429 rate_limited")  # the run's own burst of prompts
+    assert not scenario.expected("submit http 500 internal")
