@@ -55,6 +55,10 @@ class Connection:
     ended: str = ""
     """``limit`` (the caller stopped reading), ``eof`` (SSE stream ended), ``close:<code>``,
     ``dead`` (nothing arrived within the liveness time)."""
+    status: int = 0
+    """The HTTP status of the SSE response or the WebSocket handshake (0: none arrived)."""
+    error: str = ""
+    """For ``broken``: the name of the exception that broke the connection."""
     heartbeats: int = 0
     """Heartbeats heard (they keep the link alive; they are not frames of the conversation)."""
 
@@ -143,8 +147,9 @@ class Follower:
                     await self._ws(conn, alive, max_frames, until)
         except TimeoutError:
             conn.ended = "dead" if alive.expired else conn.ended or "timeout"
-        except (httpx.TransportError, OSError):
+        except (httpx.TransportError, OSError) as exc:
             conn.ended = "broken"  # the connection broke (a gateway died): resume elsewhere
+            conn.error = type(exc).__name__
         return conn
 
     def _done(self, conn: Connection, frame: dict[str, Any], max_frames: int | None, until: Any) -> bool:
@@ -163,6 +168,7 @@ class Follower:
         async with self.client.http.stream(
             "GET", url, params=params, headers=headers, timeout=None
         ) as response:
+            conn.status = response.status_code
             if response.status_code != 200:
                 raise ClientError(response.status_code, orjson.loads(await response.aread()))
             decoder = SSEDecoder()
@@ -191,6 +197,7 @@ class Follower:
             async with websockets.connect(
                 url, compression=None, max_size=2**24, max_queue=None, open_timeout=None
             ) as ws:
+                conn.status = 101
                 try:
                     await ws.send(orjson.dumps({"type": "subscribe", "cursor": self.cursor}).decode())
                     async for message in ws:
@@ -207,6 +214,7 @@ class Follower:
                         ws.transport.abort()
                     raise
         except websockets.InvalidStatus as exc:
+            conn.status = exc.response.status_code
             body = exc.response.body or b"{}"
             raise ClientError(exc.response.status_code, orjson.loads(body)) from exc
         except websockets.ConnectionClosed as exc:

@@ -1,9 +1,27 @@
-"""The chaos suite's judge: what the log holds against what each client received.
+"""The chaos suite's judge: the log itself against the prompts acknowledged, and what each client
+received against the log.
 
 Pure: the log side is a conversation's events in offset order (``LogSide``, with the replay
 verifier's findings, so writes of a fenced worker are known by offset); the client side is the
-frames one follower received, in order, across all its reconnects. ``check`` reports, per client
-and per answer:
+frames one follower received, in order, across all its reconnects.
+
+``check_answers`` judges the log, per acknowledged prompt (202) and its text:
+
+- ``unanswered``: no ``ResponseStarted`` for it;
+- ``regenerated``: answered again: a second attempt-0 ``ResponseStarted`` (the answer id is derived
+  from the prompt id, so a second answer shares it), or text already accepted thrown away by a
+  restart (a ``RESTART`` takeover, or a later attempt's ``ResponseStarted``; the demo provider
+  always continues a prefix);
+- ``log_missing`` / ``log_doubled`` / ``log_extra`` / ``log_broken``: the replay verifier's
+  findings (``pipeline/replay/verify.py``) other than ``fenced``: a seq or event missing; an event
+  or seq written twice; an event after the terminal or a second terminal; reordered, altered,
+  broken-link or inconsistent events;
+- ``not_completed``: the answer's status, folded by the reader rule, is not ``completed``;
+- ``wrong_text``: its text is not what the deterministic demo provider produces for the prompt;
+
+and ``unacknowledged_answer``: an answer to a prompt that was never acknowledged.
+
+``check`` reports, per client and per answer:
 
 - ``lost``: an event of the log after the client's start that it never received;
 - ``gap``: a lost event the client received later events after (a hole, not a missing tail);
@@ -20,23 +38,55 @@ and per answer:
 - ``resync``: the gateway replaced the client's state with a snapshot. In these scenarios every
   cursor stays valid, so a resync is counted as a failure too.
 
+The chaos run adds what it judges around the checker (``tests/chaos/world.py``):
+
+- ``errors``: an error frame, close code, HTTP status or exception a client or the submit loop met
+  that the scenario does not expect;
+- ``idle_fault``: a fault that struck while no answer was streaming (by the log's own times);
+- ``no_effect``: a fault whose effect did not show (no takeover after a worker kill, nothing fenced
+  after a zombie woke, nothing cut by a proxy, a follower that never read on after the fault);
+- ``snapshot_mismatch``: the session app's snapshot of a conversation, read back after it
+  recovered, differs from the log's fold.
+
 A scenario passes only when every count is zero.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.wire import is_event, record_of
-from pipeline.replay.verify import AnswerAudit, Kind
-from schemas.answers import AnswerFold, Verdict
+from pipeline.providers.demo import DemoProvider
+from pipeline.replay.verify import AnswerAudit, Finding, Kind
+from pipeline.settings import DemoSettings
+from schemas.answers import AnswerFold, Status, Verdict
 from schemas.cursor import Cursor, parse
-from schemas.records import ResponseCancelled, ResponseCompleted, ResponseFailed, TokenEvent
+from schemas.records import (
+    PromptSubmitted,
+    ResponseCancelled,
+    ResponseCompleted,
+    ResponseFailed,
+    ResponseResumed,
+    ResponseStarted,
+    ResumeMode,
+    TokenEvent,
+)
 
-KINDS = (
+LOG_KINDS = (
+    "unanswered",
+    "regenerated",
+    "log_missing",
+    "log_doubled",
+    "log_extra",
+    "log_broken",
+    "not_completed",
+    "wrong_text",
+    "unacknowledged_answer",
+)
+CLIENT_KINDS = (
     "lost",
     "gap",
     "duplicated",
@@ -48,6 +98,20 @@ KINDS = (
     "unknown",
     "resync",
 )
+RUN_KINDS = ("errors", "idle_fault", "no_effect", "snapshot_mismatch")
+KINDS = LOG_KINDS + CLIENT_KINDS + RUN_KINDS
+FINDING_KINDS = {
+    Kind.MISSING: "log_missing",
+    Kind.DUPLICATED: "log_doubled",
+    Kind.LATE: "log_extra",
+    Kind.EXTRA_TERMINAL: "log_extra",
+    Kind.REORDERED: "log_broken",
+    Kind.ALTERED: "log_broken",
+    Kind.BROKEN_LINK: "log_broken",
+    Kind.INCONSISTENT: "log_broken",
+}
+"""The tally's name for each finding of the replay verifier; ``fenced`` is no violation."""
+DEMO = DemoProvider(DemoSettings())
 TERMINAL = (ResponseCompleted, ResponseFailed, ResponseCancelled)
 
 
@@ -93,6 +157,8 @@ class LogSide:
     """Offsets the verifier found written by the old worker after its successor read the answer
     but *before* the successor's takeover record: a client applies them (nothing fences them yet)
     and the takeover cuts them back; the answer's text check judges the result."""
+    findings: tuple[Finding, ...] = ()
+    """The verifier's other findings (every one a violation)."""
 
     @classmethod
     def of(cls, events: Iterable[tuple[int, TokenEvent]], partition: int = 0) -> LogSide:
@@ -107,8 +173,15 @@ class LogSide:
                 after_takeover.add(offset)
             audit.feed(offset, event)
             folds.setdefault(rid, AnswerFold(rid)).apply(event)
-        fenced = {f.offset for audit in audits.values() for f in audit.close() if f.kind is Kind.FENCED}
-        return cls(ordered, frozenset(fenced & after_takeover), folds, frozenset(fenced - after_takeover))
+        findings = [f for audit in audits.values() for f in audit.close()]
+        fenced = {f.offset for f in findings if f.kind is Kind.FENCED}
+        return cls(
+            ordered,
+            frozenset(fenced & after_takeover),
+            folds,
+            frozenset(fenced - after_takeover),
+            tuple(f for f in findings if f.kind is not Kind.FENCED),
+        )
 
 
 def offset_of(frame: dict[str, Any]) -> int:
@@ -170,4 +243,67 @@ def check(log: LogSide, frames: Sequence[dict[str, Any]], *, after: int, name: s
             tally.add("terminal_missing", f"{name}, answer {rid}: no terminal event")
         if terminals[rid] > 1:
             tally.add("terminal_doubled", f"{name}, answer {rid}: {terminals[rid]} terminal events")
+    return tally
+
+
+def expected_text(conversation_id: str, prompt_id: str, text: str) -> str:
+    """What the deterministic demo provider answers to the prompt (the worker's default model and
+    parameters, as the chaos run submits it)."""
+    return "".join(DEMO.answer_tokens(PromptSubmitted(conversation_id, prompt_id, "", text, 0)))
+
+
+def regenerations(events: Iterable[TokenEvent]) -> int:
+    """How often one answer was generated again: attempt-0 starts beyond the first, and restarts
+    that threw accepted text away (folded by the reader rule, in log order)."""
+    fold, starts, again = AnswerFold(""), 0, 0
+    for event in events:
+        if isinstance(event, ResponseStarted) and event.attempt == 0:
+            starts += 1
+            again += starts > 1
+        elif fold.chunks and event.attempt > fold.attempt:
+            restart = isinstance(event, ResponseStarted) or (
+                isinstance(event, ResponseResumed) and event.mode is ResumeMode.RESTART
+            )
+            again += restart
+        fold.apply(event)
+    return again
+
+
+def check_answers(log: LogSide, acknowledged: Mapping[str, str], *, conversation_id: str, name: str) -> Tally:
+    """The conversation's log against its acknowledged prompts (``prompt_id -> text``)."""
+    tally = Tally()
+    for finding in log.findings:
+        tally.add(FINDING_KINDS[finding.kind], f"{name}: {finding}")
+    by_answer: dict[str, list[TokenEvent]] = {}
+    for _, event in log.events:
+        by_answer.setdefault(event.response_id, []).append(event)
+    answered: dict[str, str] = {}
+    for _, event in log.events:
+        if isinstance(event, ResponseStarted):
+            answered.setdefault(event.prompt_id, event.response_id)
+    for prompt_id in sorted(set(answered) - set(acknowledged)):
+        tally.add("unacknowledged_answer", f"{name}: an answer to prompt {prompt_id}, never acknowledged")
+    for prompt_id, text in acknowledged.items():
+        rid = answered.get(prompt_id)
+        if rid is None:
+            tally.add("unanswered", f"{name}: prompt {prompt_id} was acknowledged and never answered")
+            continue
+        again = regenerations(by_answer[rid])
+        if again:
+            tally.add("regenerated", f"{name}: prompt {prompt_id} answered {again + 1} times", again)
+        answer = log.answers[rid]
+        if answer.status is not Status.COMPLETED:
+            tally.add("not_completed", f"{name}: prompt {prompt_id}'s answer is {answer.status}")
+        want = expected_text(conversation_id, prompt_id, text)
+        if answer.text != want:
+            common = next(
+                (i for i, (a, b) in enumerate(zip(answer.text, want, strict=False)) if a != b), None
+            )
+            at = common if common is not None else min(len(answer.text), len(want))
+            tally.add(
+                "wrong_text",
+                f"{name}: prompt {prompt_id}: {len(answer.text)} chars, the demo's {len(want)}, "
+                f"differing from char {at}",
+            )
+    tally.events_checked = len(log.events)
     return tally

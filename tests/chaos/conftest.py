@@ -52,23 +52,28 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """Scenario, runs and the sums of every count (Markdown)."""
+    """Scenario, runs, the sums of every count and the seeds (replay one with
+    ``TOKENLOG_CHAOS_SEED``), in Markdown."""
     by: dict[str, dict[str, Any]] = {}
+    seeds: dict[str, list[str]] = {}
     for row in rows:
         agg = by.setdefault(row["scenario"], {"runs": 0})
         agg["runs"] += 1
+        seeds.setdefault(row["scenario"], []).append(str(row["seed"]))
         for key, value in row.items():
-            if key != "scenario":
+            if key not in ("scenario", "seed"):
                 agg[key] = agg.get(key, 0) + value
     if not by:
         return ""
     keys = [k for k in next(iter(by.values())) if k != "runs"]
     lines = [
-        "| scenario | runs | " + " | ".join(k.replace("_", " ") for k in keys) + " |",
-        "| --- | ---: | " + " | ".join("---:" for _ in keys) + " |",
+        "| scenario | runs | " + " | ".join(k.replace("_", " ") for k in keys) + " | seeds |",
+        "| --- | ---: | " + " | ".join("---:" for _ in keys) + " | --- |",
     ]
     lines += [
-        f"| {name} | {agg['runs']} | " + " | ".join(f"{agg[k]:,}" for k in keys) + " |"
+        f"| {name} | {agg['runs']} | "
+        + " | ".join(f"{agg[k]:,}" for k in keys)
+        + f" | {' '.join(seeds[name])} |"
         for name, agg in by.items()
     ]
     return "\n".join(lines)

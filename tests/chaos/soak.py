@@ -32,7 +32,8 @@ from typing import Any
 from infra.settings import TopicSettings
 from infra.topics import ensure, topic_specs
 from tests.chaos.checker import Tally
-from tests.chaos.world import Plan, Run, World, run
+from tests.chaos.scenarios import DROPPED, cut
+from tests.chaos.world import Plan, Run, Scenario, World, run
 from tests.harness import kafka_for_tests
 
 SAMPLE_S = 2.0
@@ -84,9 +85,9 @@ def pids(world: World) -> dict[str, int]:
 
 async def steady(r: Run) -> None:
     """The soak's only fault: a few cuts between clients and gateway while answers stream."""
-    for _ in range(2):
+    for i in range(2):
         await r.streaming(20)
-        r.proxy.cut()
+        cut(r, f"soak cut {i + 1}")
 
 
 async def soak(world: World, minutes: float, broker_pid: int | None, seed: int) -> dict[str, Any]:
@@ -114,7 +115,7 @@ async def soak(world: World, minutes: float, broker_pid: int | None, seed: int) 
     try:
         plan = Plan(conversations=4, followers=4, prompts=2, tokens=80, rate=40.0)
         while time.monotonic() - began < minutes * 60:
-            result = await run(world, "soak", steady, plan, rng.randrange(2**32))
+            result = await run(world, "soak", Scenario(steady, DROPPED), plan, rng.randrange(2**32))
             tally.merge(result.tally)
             rounds += 1
             reconnects += result.reconnects
