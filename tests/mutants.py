@@ -75,7 +75,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "        except (KafkaError, TimeoutError) as exc:\n"
         "            return 0, -1\n"
         "            raise Unavailable(",
-        ("tests/gateway/test_error_paths.py",),
+        ("tests/chaos/test_chaos.py", "-k", "cannot_write"),
     ),
     Mutant(
         "stale_snapshot",
