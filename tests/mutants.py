@@ -170,9 +170,9 @@ def _first_failure(output: str) -> tuple[str, str]:
     match = re.search(r"^(?:FAILED|ERROR) (\S+)", output, re.MULTILINE)
     if match is None:
         return "", ""
-    error = re.search(r"^E +(\S.*)$", output, re.MULTILINE)
+    errors = re.findall(r"^E +(\S.*)$", output, re.MULTILINE)
     failed = re.search(r"(\d+) failed", output)
-    detail = (error.group(1) if error else "")[:160]
+    detail = " / ".join(errors[:3])[:200]
     if failed:
         detail = f"{failed.group(1)} failed; {detail}"
     return match.group(1), detail
