@@ -23,7 +23,9 @@ DEMO = DemoProvider(DemoSettings())
 def test_a_prompt_gets_its_full_answer_with_contiguous_seq(
     bootstrap: str, provisioned: TopicSettings, services: ServiceRunner
 ) -> None:
-    start_worker(services, bootstrap, "w1", unique("group"), {"TOKENLOG_DEMO_TOKENS_PER_S": "0"})
+    # Every token its own event (no coalescing): 50 seqs that must follow each other.
+    env = {"TOKENLOG_DEMO_TOKENS_PER_S": "0", "TOKENLOG_WORKER_COALESCE_MS": "0"}
+    start_worker(services, bootstrap, "w1", unique("group"), env)
     cid = unique("conv")
     prompt = PromptSubmitted(cid, "p-1", "u-1", "What is a cursor? [[tokens=50]]", now_ms())
     [(partition, _)] = asyncio.run(submit(bootstrap, prompt))
@@ -33,7 +35,7 @@ def test_a_prompt_gets_its_full_answer_with_contiguous_seq(
     assert answer.status is Status.COMPLETED
     assert answer.text == "".join(DEMO.answer_tokens(prompt))
     deltas = [e for _, e in transcript.events if isinstance(e, TokenDelta)]
-    assert [d.seq for d in deltas] == list(range(len(deltas)))
+    assert [d.seq for d in deltas] == list(range(len(list(DEMO.answer_tokens(prompt)))))
     assert answer.counts[Verdict.ACCEPTED] == len(transcript.events)
 
 
