@@ -111,9 +111,13 @@ class Hub:
             if conv.partition != partition:
                 continue
             earlier = offsets.get(conv.conversation_id)
-            if not earlier:  # nothing of it in [start, reader start): complete from start
-                conv.covered_from = min(conv.covered_from, start)
-                conv.index_from = min(conv.index_from, start)
+            if not earlier:  # nothing of it in [start, reader start): complete from start ...
+                # ... only where it is complete from the reader's start: a window or index that
+                # has dropped events since (trimmed) does not hold them because of a backfill.
+                if conv.covered_from <= reader_start:
+                    conv.covered_from = min(conv.covered_from, start)
+                if conv.index_from <= reader_start:
+                    conv.index_from = min(conv.index_from, start)
         for cid, all_found in offsets.items():
             index_from, found = start, all_found
             if len(found) > limit:

@@ -287,6 +287,24 @@ def test_a_backfill_extends_coverage_to_before_the_readers_start() -> None:
     assert hub.from_memory("unseen", 0, 39, 100) == []
 
 
+def test_a_backfill_does_not_give_back_a_trimmed_window_what_it_dropped() -> None:
+    """A conversation with nothing before the reader's start whose window has since dropped its
+    oldest events: the backfill extends its index, never its window (the window cannot serve a
+    resume from before what it dropped: that resume must seek). Found by the seek-path test,
+    which then received only the window's last events of a 122-event answer."""
+    hub = Hub(HubLimits(window_events=2))
+    hub.start(0, 100)
+    for i, offset in enumerate((100, 101, 102, 103)):
+        hub.publish(0, CID, delta(offset, i))
+    assert hub.from_memory(CID, 0, 100, 103) is None, "100 and 101 left the window"
+    assert hub.backfill(0, 50, {})
+    assert hub.from_memory(CID, 0, 60, 103) is None, "the window still does not hold 100 and 101"
+    assert hub.offsets(CID, 0, 60, 103) == [100, 101, 102, 103], "the index is complete from 50"
+    window = hub.from_memory(CID, 0, 101, 103)
+    assert window is not None
+    assert offsets([unpack(p) for p in window]) == [102, 103]
+
+
 def test_a_backfill_is_refused_once_the_partition_has_forgotten_a_conversation() -> None:
     hub = Hub(HubLimits(conversations=1))
     hub.start(0, 10)
